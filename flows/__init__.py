@@ -1,0 +1,1 @@
+"""The ``flows`` command and the build pipeline (QONNX -> FINN -> folded dataflow -> package)."""

@@ -1,0 +1,61 @@
+"""The errors a user can act on, and the CLI exit code of each.
+
+Every error carries one line that names what is wrong and what to do; the CLI
+prints that line (no traceback unless ``--debug``) and exits with ``exit_code``.
+This module imports nothing heavy: ``qat``, ``hw`` and ``boards`` use it too.
+"""
+from __future__ import annotations
+
+
+class FlowsError(Exception):
+    """Base of every error the flow reports to a user."""
+
+    exit_code = 1
+
+
+class ConfigError(FlowsError):
+    """A bad option, config field, model name or board name."""
+
+    exit_code = 2
+
+
+class DatasetError(FlowsError):
+    """A dataset file is missing, corrupt, or in the wrong layout."""
+
+    exit_code = 3
+
+
+class ModelError(FlowsError):
+    """A checkpoint or ONNX file that cannot be used (corrupt, not QONNX, unsupported layer)."""
+
+    exit_code = 4
+
+
+class ToolMissingError(FlowsError):
+    """A step needs a tool (Vivado, Vitis HLS, a board) that is not installed here."""
+
+    exit_code = 5
+
+
+class FitError(FlowsError):
+    """The design does not fit the board's resources."""
+
+    exit_code = 6
+
+
+class VerificationError(FlowsError):
+    """Two stages of the flow disagree on the same inputs."""
+
+    exit_code = 7
+
+
+class StepError(FlowsError):
+    """A build step failed; names the step and, when known, the graph node."""
+
+    exit_code = 8
+
+    def __init__(self, step: str, message: str, node: str | None = None):
+        where = f"step '{step}'" + (f", node '{node}'" if node else "")
+        super().__init__(f"{where}: {message}")
+        self.step = step
+        self.node = node

@@ -1,0 +1,243 @@
+"""The build steps, in order. Each is ``step_x(build, out) -> report`` and writes only under ``out``.
+
+``build`` (flows.build.Build) gives the config, the board, the dataset and the
+outputs of earlier steps.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from flows.errors import FitError, ModelError, StepError, VerificationError
+
+# ops a QONNX model may contain for this flow (MLPs); anything else is named and refused
+SUPPORTED_QONNX_OPS = {"Quant", "BipolarQuant", "Gemm", "MatMul", "BatchNormalization", "Mul", "Add",
+                       "Sub", "Div", "Reshape", "Flatten", "Relu", "Identity"}
+
+
+def step_train(build, out: Path) -> dict:
+    """Train the model (or take --checkpoint) and save ``checkpoint.pt``; an existing one is reused."""
+    from qat.train import TrainConfig, load_checkpoint, train
+
+    target = out / "checkpoint.pt"
+    if build.cfg.onnx:
+        return {"skipped": "model given as --onnx"}
+    previous = build.dir("train") / "checkpoint.pt"
+    if build.cfg.checkpoint:
+        ckpt = load_checkpoint(build.cfg.checkpoint)
+        source = f"--checkpoint {build.cfg.checkpoint}"
+    elif previous.is_file():
+        ckpt = load_checkpoint(previous)
+        source = f"reused {previous} (delete it, or use another --out, to train anew)"
+    else:
+        t = build.cfg.train
+        ckpt = train(build.spec, build.dataset, TrainConfig(t.epochs, t.batch_size, t.lr, t.seed))
+        source = "trained"
+    build.check_checkpoint_matches_data(ckpt)
+    ckpt.save(target)
+    return {"source": source, "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
+
+
+def step_export(build, out: Path) -> dict:
+    """Export the checkpoint to QONNX (or validate and copy --onnx)."""
+    target = out / "model.onnx"
+    if build.cfg.onnx:
+        _check_onnx_file(Path(build.cfg.onnx))
+        shutil.copyfile(build.cfg.onnx, target)
+        return {"source": str(build.cfg.onnx)}
+    from qat.export import export_qonnx
+
+    export_qonnx(build.checkpoint().model(), build.dataset.image_shape, target)
+    return {"source": "brevitas.export.export_qonnx"}
+
+
+def _check_onnx_file(path: Path) -> None:
+    import onnx
+
+    if not path.is_file():
+        raise ModelError(f"ONNX file {path} not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path} is not a readable ONNX file ({type(exc).__name__}); "
+                         "export it with brevitas.export.export_qonnx") from exc
+    if not any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node):
+        raise ModelError(f"{path} has no QONNX Quant nodes: it is not a quantised (QONNX) model; "
+                         "export it with brevitas.export.export_qonnx")
+
+
+def step_cleanup(build, out: Path) -> dict:
+    """QONNX cleanup; mark the input as the integer image the DMA streams; refuse unsupported ops."""
+    from qonnx.core.datatype import DataType
+    from qonnx.util.cleanup import cleanup_model
+
+    model = cleanup_model(build.model("export"))
+    for node in model.graph.node:
+        if node.op_type not in SUPPORTED_QONNX_OPS:
+            raise ModelError(f"unsupported layer: node '{node.name}' is a {node.op_type}; this flow "
+                             f"handles MLPs built from {', '.join(sorted(SUPPORTED_QONNX_OPS))}")
+    build.check_input_shape(model)
+    model.set_tensor_datatype(model.graph.input[0].name, DataType[build.input_datatype])
+    model.save(str(out / "model.onnx"))
+    return {"nodes": [n.op_type for n in model.graph.node], "input_datatype": build.input_datatype}
+
+
+def step_convert(build, out: Path) -> dict:
+    """QONNX -> FINN (MultiThreshold activations), with the input quantiser made tie-exact."""
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+
+    from flows.transforms import SetExactInputThresholds, input_quant_counts
+
+    qonnx_model = build.model("cleanup")
+    counts = input_quant_counts(qonnx_model, build.pixel_max)
+    np.save(out / "input_counts.npy", counts)
+    model = _tidy(qonnx_model.transform(ConvertQONNXtoFINN()))
+    model = model.transform(SetExactInputThresholds(counts))
+    model.save(str(out / "model.onnx"))
+    return {"nodes": [n.op_type for n in model.graph.node], "input_levels": int(counts.max()) + 1}
+
+
+def _tidy(model):
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import (GiveReadableTensorNames, GiveUniqueNodeNames,
+                                              RemoveStaticGraphInputs)
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    for t in (InferShapes(), FoldConstants(), GiveUniqueNodeNames(), GiveReadableTensorNames(),
+              InferDataTypes(), RemoveStaticGraphInputs()):
+        model = model.transform(t)
+    return model
+
+
+def step_streamline(build, out: Path) -> dict:
+    """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK."""
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
+    from qonnx.transformation.general import RemoveUnusedTensors
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+    from qonnx.transformation.insert_topk import InsertTopK
+
+    from flows.transforms import SetExactInputThresholds
+
+    model = build.model("convert").transform(InsertTopK(k=1))
+    for t in (Streamline(), ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
+              absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
+              InferDataLayouts(), RemoveUnusedTensors(), Streamline()):
+        model = model.transform(t)
+    model = _tidy(model).transform(SetExactInputThresholds(np.load(build.dir("convert") / "input_counts.npy")))
+    leftover = [n for n in model.graph.node if n.op_type not in
+                ("Reshape", "MultiThreshold", "MatMul", "XnorPopcountMatMul", "TopK")]
+    if leftover:
+        n = leftover[0]
+        raise StepError("streamline", f"{n.op_type} did not streamline into thresholds or integer "
+                        "matrix layers; FINN cannot map it to hardware", node=n.name)
+    model.save(str(out / "model.onnx"))
+    return {"nodes": [n.op_type for n in model.graph.node]}
+
+
+def step_hw_layers(build, out: Path) -> dict:
+    """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect)."""
+    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import \
+        InferBinaryMatrixVectorActivation
+    from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import \
+        InferQuantizedMatrixVectorActivation
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+    from qonnx.transformation.general import GiveUniqueNodeNames
+
+    model = build.model("streamline")
+    for t in (InferBinaryMatrixVectorActivation(), InferQuantizedMatrixVectorActivation(),
+              InferLabelSelectLayer(), InferThresholdingLayer(), GiveUniqueNodeNames()):
+        model = model.transform(t)
+    not_hw = [n for n in model.graph.node if n.op_type != "Reshape" and not n.domain.startswith("finn.custom_op.fpgadataflow")]
+    if not_hw:
+        raise StepError("hw_layers", f"no FINN HW layer for {not_hw[0].op_type}", node=not_hw[0].name)
+    model.save(str(out / "model.onnx"))
+    return {"nodes": [n.op_type for n in model.graph.node]}
+
+
+def step_partition(build, out: Path) -> dict:
+    """Split off the dataflow partition (what goes on the FPGA) from the host-side nodes."""
+    from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    parent = build.model("hw_layers").transform(CreateDataflowPartition(partition_model_dir=str(out / "partitions")))
+    sdp = [n for n in parent.graph.node if n.op_type == "StreamingDataflowPartition"]
+    if len(sdp) != 1:
+        raise StepError("partition", f"expected one dataflow partition, found {len(sdp)}")
+    model = ModelWrapper(getCustomOp(sdp[0]).get_nodeattr("model"))
+    parent.save(str(out / "parent.onnx"))
+    model.save(str(out / "model.onnx"))
+    host_nodes = [n.op_type for n in parent.graph.node if n.op_type != "StreamingDataflowPartition"]
+    return {"host_nodes": host_nodes, "fpga_nodes": [n.op_type for n in model.graph.node]}
+
+
+def step_specialize(build, out: Path) -> dict:
+    """Choose HLS or RTL implementations for the board's part."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    model = build.model("partition").transform(SpecializeLayers(build.board.part))
+    model.save(str(out / "model.onnx"))
+    return {"part": build.board.part, "nodes": [n.op_type for n in model.graph.node]}
+
+
+def step_fold(build, out: Path) -> dict:
+    """Fold every layer (default rule, --target-fps, or --folding FILE) and check the fit."""
+    from hw import folding as fold
+
+    model = build.model("specialize")
+    chosen = build.choose_folding(model)
+    fold.apply_folding(model, chosen["folding"])
+    (out / "folding.json").write_text(json.dumps(fold.current_folding(model), indent=2))
+    model.save(str(out / "model.onnx"))
+    est = build.estimate(model)
+    report = {"rule": chosen["rule"], "target_cycles": chosen["target_cycles"], "fits": est.fits,
+              "folding_file": str(build.dir("fold") / "folding.json")}
+    if not est.fits:
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        if not build.cfg.allow_overflow:
+            raise FitError(build.misfit_message(model, est))
+        report["warning"] = build.misfit_message(model, est)
+    return report
+
+
+def step_estimate(build, out: Path) -> dict:
+    """Per-layer cycles and resources, totals against the board, throughput and latency (estimates)."""
+    est = build.estimate(build.model("fold"))
+    report = est.to_dict()
+    (out / "estimates.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def step_verify(build, out: Path) -> dict:
+    """Run the whole test split through every stage; require identical predictions and last-layer integers."""
+    from flows.verify import verify_stages
+
+    report, outputs = verify_stages(build)
+    np.savez_compressed(out / "outputs.npz", **{f"{name}_{field}": getattr(o, field) for name, o in outputs.items()
+                                                for field in ("predictions", "last_layer")})
+    (out / "verify.json").write_text(json.dumps(report, indent=2))
+    if not report["passed"]:
+        raise VerificationError(report["summary"])
+    return report
+
+
+def step_bitfile(build, out: Path) -> dict:
+    """With Vivado and Vitis HLS: FINN's own steps to a bitfile. Without: skip, saying why."""
+    from flows.vendor import run_vendor_flow
+
+    return run_vendor_flow(build, out)
+
+
+def step_package(build, out: Path) -> dict:
+    """Write build/<run>/deploy/: model, IO spec, test vectors, bitfile when there is one, reports."""
+    from flows.package import write_package
+
+    return write_package(build, out)

@@ -1,0 +1,140 @@
+"""Graph rewrites the flow adds to QONNX/FINN, with QONNX's contract:
+``apply(model) -> (model, changed)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.base import Transformation
+from qonnx.transformation.infer_shapes import InferShapes
+
+FPGADATAFLOW = "finn.custom_op.fpgadataflow"
+THRESHOLD_OPS = ("MultiThreshold", "Thresholding", "Thresholding_hls", "Thresholding_rtl")
+
+
+class SetBatchSize(Transformation):
+    """Give the graph a batch of ``n`` (FINN's graphs are built for batch 1).
+
+    Changes only shapes: the global input/output, Reshape targets and the
+    ``numInputVectors`` of HW layers. The arithmetic is untouched, so a batched
+    copy computes exactly what the original does, image by image.
+    """
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def apply(self, model: ModelWrapper):
+        for tensor in (*model.graph.input[:1], *model.graph.output):
+            tensor.type.tensor_type.shape.dim[0].dim_value = self.n
+        for node in model.graph.node:
+            if node.op_type == "Reshape" and model.get_initializer(node.input[1]) is not None:
+                shape = model.get_initializer(node.input[1]).copy()
+                shape[0] = self.n
+                model.set_initializer(node.input[1], shape)
+            elif node.domain.startswith(FPGADATAFLOW):
+                inst = getCustomOp(node)
+                if "numInputVectors" in inst.get_nodeattr_types():
+                    inst.set_nodeattr("numInputVectors", [self.n])
+        del model.graph.value_info[:]
+        return model.transform(InferShapes()), False
+
+
+class MakeHWLayersGeneric(Transformation):
+    """Turn ``*_hls``/``*_rtl`` nodes back into the generic HW op with the same attributes.
+
+    After SpecializeLayers FINN has no Python execution for the specialised nodes;
+    the generic op executes the same arithmetic with the same folding attributes.
+    """
+
+    def apply(self, model: ModelWrapper):
+        for node in model.graph.node:
+            for suffix in ("_hls", "_rtl"):
+                if node.op_type.endswith(suffix) and node.domain.startswith(FPGADATAFLOW):
+                    node.op_type = node.op_type[: -len(suffix)]
+                    node.domain = FPGADATAFLOW
+        return model, False
+
+
+def first_threshold_node(model: ModelWrapper):
+    """The first thresholding node on the data path (the input quantiser), or None."""
+    for node in model.graph.node:
+        if node.op_type in THRESHOLD_OPS:
+            return node
+    return None
+
+
+class SetExactInputThresholds(Transformation):
+    """Make the input quantiser bit-exact with QONNX on every possible integer input.
+
+    QONNX ``Quant`` rounds half to even; FINN's thresholds count ``x >= t``, so an
+    input that lands exactly on a .5 tie quantises differently (FIELD-NOTES). The
+    graph input is an integer image (0..pixel_max), so the quantiser is a function
+    of a few hundred values: ``counts[p]`` is the number of thresholds QONNX's own
+    execution passes for pixel value ``p``. This rewrite evaluates the graph up to
+    the first thresholding node for every ``p`` and sets threshold ``j`` to the
+    value that node sees for the smallest ``p`` with ``counts[p] > j``, which is
+    exact by construction, whatever scaling precedes the node.
+    """
+
+    def __init__(self, counts: np.ndarray):
+        super().__init__()
+        self.counts = np.asarray(counts, dtype=np.int64)  # (pixel_max + 1,)
+
+    def apply(self, model: ModelWrapper):
+        node = first_threshold_node(model)
+        if node is None:
+            return model, False
+        seen = _values_seen_by(model, node.input[0], len(self.counts))  # (P,)
+        thresholds = model.get_initializer(node.input[1])  # (C or 1, steps)
+        steps = thresholds.shape[-1]
+        exact = np.array([_smallest_passing(seen, self.counts, j) for j in range(steps)], dtype=np.float32)
+        model.set_initializer(node.input[1], np.broadcast_to(exact, thresholds.shape).copy())
+        return model, False
+
+
+def _smallest_passing(seen: np.ndarray, counts: np.ndarray, j: int) -> float:
+    """Threshold j: the input value at the first pixel whose count exceeds j (or above all)."""
+    hits = np.nonzero(counts > j)[0]
+    return float(seen[hits[0]]) if len(hits) else float(seen[-1]) + 1.0
+
+
+def _values_seen_by(model: ModelWrapper, tensor: str, n_values: int) -> np.ndarray:
+    """The value of ``tensor`` when every input pixel equals p, for p = 0..n_values-1."""
+    import qonnx.core.onnx_exec as oxe
+
+    batched = _copy(model).transform(SetBatchSize(n_values))
+    iname = batched.graph.input[0].name
+    shape = batched.get_tensor_shape(iname)
+    images = np.broadcast_to(np.arange(n_values, dtype=np.float32).reshape(-1, *[1] * (len(shape) - 1)), shape)
+    ctx = oxe.execute_onnx(batched, {iname: np.ascontiguousarray(images)}, return_full_exec_context=True)
+    values = ctx[tensor].reshape(n_values, -1)
+    if not np.all(values == values[:, :1]):
+        raise ValueError(f"tensor {tensor} is not a per-pixel function of the input")
+    return values[:, 0]
+
+
+def _copy(model: ModelWrapper) -> ModelWrapper:
+    import copy
+
+    return ModelWrapper(copy.deepcopy(model.model))
+
+
+def input_quant_counts(qonnx_model: ModelWrapper, pixel_max: int) -> np.ndarray:
+    """For each pixel value p in 0..pixel_max, how many thresholds QONNX's input quantiser passes.
+
+    Evaluated by QONNX's own execution of the graph (half-to-even rounding), so this
+    is the reference the FINN thresholds must reproduce.
+    """
+    quant = next((n for n in qonnx_model.graph.node if n.op_type in ("Quant", "BipolarQuant")
+                  and qonnx_model.get_initializer(n.input[0]) is None), None)
+    if quant is None:
+        raise ValueError("the graph has no input quantiser")
+    y = _values_seen_by(qonnx_model, quant.output[0], pixel_max + 1).astype(np.float64)
+    if quant.op_type == "BipolarQuant":
+        return (y > 0).astype(np.int64)
+    scale, zeropt, bits = (float(qonnx_model.get_initializer(quant.input[i])) for i in (1, 2, 3))
+    attrs = {a.name: a.i for a in quant.attribute}
+    lowest = -(2 ** (int(bits) - 1)) + attrs.get("narrow", 0) if attrs.get("signed", 1) else 0
+    return (np.round(y / scale + zeropt) - lowest).astype(np.int64)

@@ -1,0 +1,1 @@
+"""The accelerator as hardware: folding, cycle and resource models, performance model."""

@@ -1,0 +1,126 @@
+"""Folding: how many processing elements (PE) and SIMD lanes each HW layer gets.
+
+A folding is FINN's folding-config JSON (``{"MVAU_hls_0": {"PE": 16, "SIMD": 49}}``),
+so a user can edit the file the build writes and pass it back, or hand it to FINN.
+
+The default rule: each layer gets the folding with the fewest LUTs (then BRAM)
+whose cycles per image do not exceed a target; the target is the input/output
+DMA bound, because compute faster than the DMA can feed only costs LUTs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.errors import ConfigError
+
+# attributes a folding may set, per generic HW op
+FOLDABLE = {"MVAU": ("PE", "SIMD"), "Thresholding": ("PE",), "LabelSelect": ("PE",)}
+EXTRA_ATTRS = ("ram_style", "mem_mode", "resType", "runtime_writeable_weights")
+
+
+def generic_op(op_type: str) -> str:
+    for suffix in ("_hls", "_rtl"):
+        if op_type.endswith(suffix):
+            return op_type[: -len(suffix)]
+    return op_type
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def candidates(inst) -> list[dict[str, int]]:
+    """Every legal (PE[, SIMD]) setting of one HW layer."""
+    op = generic_op(inst.onnx_node.op_type)
+    if op == "MVAU":
+        return [{"PE": pe, "SIMD": simd} for pe in divisors(inst.get_nodeattr("MH"))
+                for simd in divisors(inst.get_nodeattr("MW"))]
+    if op == "Thresholding":
+        return [{"PE": pe} for pe in divisors(inst.get_nodeattr("NumChannels"))]
+    if op == "LabelSelect":
+        return [{"PE": pe} for pe in divisors(inst.get_nodeattr("Labels"))]
+    raise ConfigError(f"node {inst.onnx_node.name} ({inst.onnx_node.op_type}) has no folding rule")
+
+
+def cost(inst, setting: dict[str, int], part: str) -> tuple[int, float, float]:
+    """(cycles, LUT, BRAM_18K) of ``inst`` under ``setting`` on ``part``; leaves the setting applied."""
+    for attr, value in setting.items():
+        inst.set_nodeattr(attr, value)
+    return int(inst.get_exp_cycles()), float(inst.lut_estimation(part)), float(inst.bram_estimation(part))
+
+
+def cheapest_within(inst, target_cycles: int, part: str) -> dict[str, int]:
+    """Fewest LUTs (then BRAM) with cycles <= target; the fastest setting if none reaches it."""
+    scored = [(cost(inst, s, part), s) for s in candidates(inst)]
+    ok = [(c, s) for c, s in scored if c[0] <= target_cycles]
+    if ok:
+        best = min(ok, key=lambda cs: (cs[0][1], cs[0][2], cs[0][0]))
+    else:
+        fastest = min(c[0] for c, _ in scored)
+        best = min(((c, s) for c, s in scored if c[0] == fastest), key=lambda cs: (cs[0][1], cs[0][2]))
+    return best[1]
+
+
+def choose_folding(model, target_cycles: int, part: str) -> dict[str, dict]:
+    """The default folding of every HW layer in ``model`` for ``target_cycles`` per image."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    return {node.name: cheapest_within(getCustomOp(node), target_cycles, part) for node in model.graph.node}
+
+
+def apply_folding(model, folding: dict[str, dict]) -> None:
+    """Set the attributes in ``folding`` on ``model``'s nodes; reject anything illegal."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    names = {n.name: n for n in model.graph.node}
+    for name, attrs in folding.items():
+        if name == "Defaults":
+            continue
+        if name not in names:
+            raise ConfigError(f"folding names node '{name}', which is not in the design; "
+                              f"nodes: {', '.join(names)}")
+        _apply_one(getCustomOp(names[name]), attrs)
+
+
+def _apply_one(inst, attrs: dict) -> None:
+    name, op = inst.onnx_node.name, generic_op(inst.onnx_node.op_type)
+    fold_attrs = {k: v for k, v in attrs.items() if k in FOLDABLE.get(op, ())}
+    unknown = set(attrs) - set(fold_attrs) - set(EXTRA_ATTRS)
+    if unknown:
+        raise ConfigError(f"folding for {name}: unknown attribute(s) {sorted(unknown)}; "
+                          f"{op} takes {list(FOLDABLE.get(op, ())) + list(EXTRA_ATTRS)}")
+    legal = candidates(inst)
+    if fold_attrs and not any(all(c.get(k) == v for k, v in fold_attrs.items()) for c in legal):
+        raise ConfigError(f"folding for {name}: {fold_attrs} is illegal; PE must divide the output "
+                          f"channels and SIMD the input channels (e.g. {legal[len(legal) // 2]})")
+    for attr, value in attrs.items():
+        inst.set_nodeattr(attr, value)
+
+
+def read_folding(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"folding file {path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"folding file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"folding file {path} must map node names to attribute objects, "
+                          'e.g. {"MVAU_hls_0": {"PE": 16, "SIMD": 49}}')
+    return data
+
+
+def current_folding(model) -> dict[str, dict]:
+    """The folding attributes as set on ``model``, in FINN's folding-config format."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    out = {"Defaults": {}}
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        attrs = FOLDABLE.get(generic_op(node.op_type), ())
+        out[node.name] = {a: int(inst.get_nodeattr(a)) for a in attrs}
+        for extra in ("ram_style", "mem_mode", "resType"):
+            if extra in inst.get_nodeattr_types():
+                out[node.name][extra] = inst.get_nodeattr(extra)
+    return out
