@@ -72,19 +72,48 @@ def _predictions(out: np.ndarray) -> np.ndarray:
     return out[:, 0].astype(np.int64) if out.shape[1] == 1 else out.argmax(1).astype(np.int64)
 
 
-def last_layer_scale(qonnx_model: ModelWrapper) -> float:
-    """Product of the weight and input scales of the last matrix layer of a QONNX graph.
+def last_layer_scale(model: ModelWrapper) -> float:
+    """The float scale of the last matrix layer's output: input scale times weight scale.
 
-    Dividing that layer's float output by it gives its integer accumulator.
+    Dividing that layer's output by it gives its integer accumulator. QONNX graphs
+    carry the scales in Quant nodes; after ConvertQONNXtoFINN they sit in scalar
+    Muls before the layer (activations) or in integer weights (scale moved after).
     """
-    mm = last_matmul(qonnx_model)
-    scale = 1.0
-    for tensor in mm.input[:2]:
-        producer = qonnx_model.find_producer(tensor)
-        if producer is None or producer.op_type not in ("Quant", "BipolarQuant"):
-            raise ValueError(f"input {tensor} of {mm.name} is not quantised")
-        s = qonnx_model.get_initializer(producer.input[1])
-        if s is None or np.asarray(s).size != 1:
-            raise ValueError(f"{producer.name} has no per-tensor scale")
-        scale *= float(np.asarray(s).reshape(()))
-    return scale
+    mm = last_matmul(model)
+    return tensor_scale(model, mm.input[0]) * tensor_scale(model, mm.input[1])
+
+
+def tensor_scale(model: ModelWrapper, tensor: str) -> float:
+    """Scale s with tensor = s * (integer tensor), found by walking back through the graph."""
+    init = model.get_initializer(tensor)
+    if init is not None:
+        if np.array_equal(init, np.round(init)):
+            return 1.0
+        raise ValueError(f"initializer {tensor} is not integer and carries no known scale")
+    node = model.find_producer(tensor)
+    if node is None:
+        raise ValueError(f"{tensor} is a graph input with no known scale")
+    if node.op_type in ("Quant", "BipolarQuant"):
+        return _scalar(model, node.input[1], node.name)
+    if node.op_type == "Mul":
+        const = [i for i in node.input if model.get_initializer(i) is not None]
+        data = [i for i in node.input if model.get_initializer(i) is None]
+        if len(const) == 1 and len(data) == 1:
+            return _scalar(model, const[0], node.name) * tensor_scale(model, data[0])
+    if node.op_type == "MultiThreshold":
+        return 1.0
+    if node.op_type in ("Reshape", "Flatten", "Transpose"):
+        return tensor_scale(model, node.input[0])
+    if node.op_type in ("Add", "Sub") and model.get_initializer(node.input[1]) is not None:
+        scale = tensor_scale(model, node.input[0])
+        offset = model.get_initializer(node.input[1]) / scale
+        if np.allclose(offset, np.round(offset), atol=1e-6):
+            return scale
+    raise ValueError(f"cannot tell the scale of {tensor} (made by {node.op_type} {node.name})")
+
+
+def _scalar(model: ModelWrapper, tensor: str, where: str) -> float:
+    value = model.get_initializer(tensor)
+    if value is None or np.asarray(value).size != 1:
+        raise ValueError(f"{where} has no per-tensor scale")
+    return float(np.asarray(value).reshape(()))

@@ -43,7 +43,7 @@ def compare(ref: StageOutput, out: StageOutput, labels: np.ndarray) -> dict:
 
 def verify_stages(build) -> dict:
     images, labels = build.dataset.test.images, build.dataset.test.labels
-    scale = last_layer_scale(build.model("cleanup"))
+    scale = last_layer_scale(build.model("cleanup"))  # the PyTorch stage shares QONNX's scales
     outputs, seconds = {}, {}
     ckpt = build.checkpoint()
     if ckpt is not None:
@@ -51,7 +51,7 @@ def verify_stages(build) -> dict:
     for name, step, scaled in GRAPH_STAGES:
         model = build.model(step)
         x = images.reshape(len(images), *model.get_tensor_shape(model.graph.input[0].name)[1:])
-        outputs[name], seconds[name] = _timed(run_graph, model, x, scale if scaled else 1.0)
+        outputs[name], seconds[name] = _timed(run_graph, model, x, last_layer_scale(model) if scaled else 1.0)
     ref_name = next(iter(outputs))
     stages = {name: {**compare(outputs[ref_name], out, labels), "seconds": seconds[name]}
               for name, out in outputs.items()}

@@ -1,7 +1,7 @@
 """Tests for qat.data: digits split, IDX and CIFAR-10 parsing, error messages, and the real MNIST files.
 
 Everything the tests write goes under ``tmp_path``. The real-data tests read the folder named by
-the environment variable QNN_DATASETS (CI: ``../shared/datasets``) and skip when it is not there.
+pytest's ``--datasets DIR`` option (CI: ``../shared/datasets``) and skip when it is not there.
 """
 from __future__ import annotations
 
@@ -338,22 +338,11 @@ def test_cifar10_pickle_cannot_run_code(tmp_path):
     assert not marker.exists()
 
 
-# ----------------------------------------------------------------------------- real data (QNN_DATASETS)
+# ----------------------------------------------------------------------------- real data (--datasets)
 
 
-def real_datasets_dir() -> Path:
-    """The folder named by QNN_DATASETS (relative paths from the cwd, then the repo root), or skip."""
-    value = os.environ.get("QNN_DATASETS")
-    if not value:
-        pytest.skip("QNN_DATASETS is not set (point it at a folder with mnist/ and fashion-mnist/, e.g. ../shared/datasets)")
-    for candidate in (Path(value), REPO / value):
-        if candidate.is_dir():
-            return candidate
-    pytest.skip(f"QNN_DATASETS={value} is not a directory (looked from {Path.cwd()} and {REPO})")
-
-
-def test_real_mnist():
-    ds = load_dataset("mnist", real_datasets_dir(), verify=True)
+def test_real_mnist(datasets_dir):
+    ds = load_dataset("mnist", datasets_dir, verify=True)
     assert (len(ds.train), len(ds.test)) == (60000, 10000)
     assert ds.image_shape == (1, 28, 28) and ds.train.images.dtype == np.uint8
     assert np.bincount(ds.train.labels, minlength=10).tolist() == MNIST_TRAIN_COUNTS
@@ -361,11 +350,11 @@ def test_real_mnist():
     assert np.array_equal(np.unique(ds.test.labels), np.arange(10))
 
 
-def test_real_fashion_mnist():
-    ds = load_dataset("fashion-mnist", real_datasets_dir(), verify=True)
+def test_real_fashion_mnist(datasets_dir):
+    ds = load_dataset("fashion-mnist", datasets_dir, verify=True)
     assert (len(ds.train), len(ds.test)) == (60000, 10000)
     assert np.bincount(ds.train.labels, minlength=10).tolist() == [6000] * 10
     assert np.bincount(ds.test.labels, minlength=10).tolist() == [1000] * 10
     # Not the MNIST files under another name.
-    mnist = load_dataset("mnist", real_datasets_dir(), verify=True)
+    mnist = load_dataset("mnist", datasets_dir, verify=True)
     assert not np.array_equal(ds.test.images[:10], mnist.test.images[:10])

@@ -1,0 +1,28 @@
+"""Shared test options and fixtures.
+
+``--datasets DIR`` names the folder holding the real datasets (mnist/, fashion-mnist/);
+CI passes ``../shared/datasets``. Tests that need it skip, saying why, without it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    parser.addoption("--datasets", default=None, metavar="DIR",
+                     help="folder with the real datasets (mnist/, fashion-mnist/), e.g. ../shared/datasets")
+
+
+@pytest.fixture(scope="session")
+def datasets_dir(request) -> Path:
+    value = request.config.getoption("--datasets")
+    if not value:
+        pytest.skip("no --datasets DIR given (e.g. --datasets ../shared/datasets)")
+    for candidate in (Path(value), REPO / value):
+        if candidate.is_dir():
+            return candidate.resolve()
+    pytest.skip(f"--datasets {value} is not a directory (looked from {Path.cwd()} and {REPO})")
