@@ -27,7 +27,7 @@ def vendor_build_config(build, out: Path):
         board=build.board.finn_board,
         fpga_part=build.board.part,
         shell_flow_type=ShellFlowType.VIVADO_ZYNQ,
-        folding_config_file=str(build.dir("fold") / "folding.json"),
+        folding_config_file=build.dir("fold") / "folding.json",
         steps=FINN_VENDOR_STEPS,
         generate_outputs=[DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER,
                           DataflowOutputType.DEPLOYMENT_PACKAGE],

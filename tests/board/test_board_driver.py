@@ -1,0 +1,150 @@
+"""PynqBackend against a fake PYNQ device and a fixture .hwh (no board).
+
+Needs pynq, which cannot share the numpy-2 development venv: run in the
+board env (scripts/setup-board-env.sh).
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+pynq = pytest.importorskip(
+    "pynq",
+    reason="pynq is not installed here; run tests/board in the env from scripts/setup-board-env.sh",
+)
+
+from fake_zynq import ADDR_HI, ADDR_LO, COUNT, CTRL, START, FakeZynq  # noqa: E402
+
+from host.driver import Accelerator, IOSpec, PynqBackend  # noqa: E402
+from host.errors import BitfileError, DmaTimeoutError  # noqa: E402
+
+
+def spec(in_dt="UINT8", out_dt="UINT8"):
+    port = {"normal_shape": [1, 32], "folded_shape": [1, 4, 8]}
+    return IOSpec.from_dict(
+        {"input": dict(port, datatype=in_dt), "output": dict(port, datatype=out_dt)}
+    )
+
+
+def accelerator(bitfile, device, io=None, **kwargs):
+    backend = PynqBackend(bitfile, clock_mhz=100.0, device=device, download=False, **kwargs)
+    return Accelerator(io or spec(), backend)
+
+
+def images(n, low=0, high=256, seed=0):
+    return np.random.default_rng(seed).integers(low, high, size=(n, 32))
+
+
+def test_overlay_exposes_finn_io_dmas(iodma_bitfile):
+    backend = PynqBackend(iodma_bitfile, 100.0, device=FakeZynq(), download=False)
+    assert {"idma0", "odma0", "StreamingDataflowPartition_1"} <= set(backend.overlay.ip_dict)
+    assert backend.overlay.ip_dict["idma0"]["phys_addr"] == 0x40000000
+
+
+def test_design_without_io_dmas_lists_its_ips(plain_bitfile):
+    with pytest.raises(BitfileError, match="idma0 or odma0.*status_regs_0.*zynq_ps"):
+        PynqBackend(plain_bitfile, 100.0, device=FakeZynq(), download=False)
+
+
+def test_missing_hwh_is_named(iodma_bitfile):
+    iodma_bitfile.with_suffix(".hwh").unlink()
+    with pytest.raises(BitfileError, match=r"\.hwh.*accel\.hwh"):
+        PynqBackend(iodma_bitfile, 100.0, device=FakeZynq(), download=False)
+
+
+def test_register_sequence_arms_odma_before_idma(iodma_bitfile):
+    device = FakeZynq()
+    acc = accelerator(iodma_bitfile, device)
+    acc.execute(images(3))
+    n_in, n_out = acc.backend._buffers[1:]
+    expected = []
+    for dma, buf in (("odma0", n_out), ("idma0", n_in)):
+        address = buf.device_address
+        expected += [
+            (dma, ADDR_LO, address & 0xFFFFFFFF),
+            (dma, ADDR_HI, address >> 32),
+            (dma, COUNT, 3),
+            (dma, CTRL, START),
+        ]
+    assert device.writes == expected
+    assert device.flushes == 1 and device.invalidates == 1
+
+
+def test_done_poll_times_out(iodma_bitfile):
+    acc = accelerator(iodma_bitfile, FakeZynq(stall=True), timeout_s=0.2)
+    start = time.monotonic()
+    with pytest.raises(DmaTimeoutError, match=r"odma0 .* batch of 3 within 0\.2 s"):
+        acc.execute(images(3))
+    assert time.monotonic() - start < 2.0
+
+
+def test_stuck_dma_is_reported_on_next_batch(iodma_bitfile):
+    acc = accelerator(iodma_bitfile, FakeZynq(stall=True), timeout_s=0.05)
+    with pytest.raises(DmaTimeoutError):
+        acc.execute(images(2))
+    with pytest.raises(DmaTimeoutError, match="not idle"):
+        acc.execute(images(2))
+
+
+def test_identity_hardware_round_trips(iodma_bitfile):
+    acc = accelerator(iodma_bitfile, FakeZynq())
+    x = images(5)
+    y = acc.execute(x)
+    assert y.dtype == np.uint8 and y.shape == (5, 32)
+    np.testing.assert_array_equal(y, x)
+
+
+def test_negating_hardware_through_int8_packing(iodma_bitfile):
+    def negate(ibuf):
+        return (-ibuf.view(np.int8)).view(np.uint8)
+
+    acc = accelerator(iodma_bitfile, FakeZynq(kernel=negate), io=spec("INT8", "INT8"))
+    x = images(4, low=-127, high=128)
+    np.testing.assert_array_equal(acc.execute(x), -x)
+
+
+def test_buffers_are_reused_until_the_batch_size_changes(iodma_bitfile):
+    acc = accelerator(iodma_bitfile, FakeZynq())
+    acc.execute(images(2))
+    first = acc.backend._buffers
+    acc.execute(images(2, seed=1))
+    assert acc.backend._buffers is first
+    np.testing.assert_array_equal(acc.execute(images(7, seed=2)), images(7, seed=2))
+    assert acc.backend._buffers[0] == 7
+
+
+def test_clock_is_set_from_the_build_and_read_back(iodma_bitfile, monkeypatch):
+    class Clocks:
+        set_to = []
+
+        @property
+        def fclk0_mhz(self):
+            return 99.9
+
+        @fclk0_mhz.setter
+        def fclk0_mhz(self, mhz):
+            self.set_to.append(mhz)
+
+    clocks = Clocks()
+    monkeypatch.setattr(pynq.ps, "CPU_ARCH_IS_SUPPORTED", True)
+    monkeypatch.setattr(pynq, "Clocks", clocks)
+    backend = PynqBackend(iodma_bitfile, 125.0, device=FakeZynq(), download=False)
+    assert clocks.set_to == [125.0]
+    assert backend.clock_mhz == 125.0 and backend.clock_mhz_measured == 99.9
+
+
+def test_clock_is_skipped_without_a_ps(iodma_bitfile, monkeypatch):
+    monkeypatch.setattr(pynq.ps, "CPU_ARCH_IS_SUPPORTED", False)
+    backend = PynqBackend(iodma_bitfile, 100.0, device=FakeZynq(), download=False)
+    assert backend.clock_mhz_measured is None
+
+
+def test_label_names_the_board(iodma_bitfile, monkeypatch):
+    monkeypatch.delenv("BOARD", raising=False)
+    named = PynqBackend(iodma_bitfile, 100.0, device=FakeZynq(), download=False, board="Pynq-Z2")
+    assert named.label == "measured on Pynq-Z2"
+    monkeypatch.setenv("BOARD", "Ultra96")
+    assert PynqBackend(iodma_bitfile, 100.0, device=FakeZynq(), download=False).label == (
+        "measured on Ultra96"
+    )
