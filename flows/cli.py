@@ -41,11 +41,11 @@ def build(
     """Train (or load), export, streamline, fold, estimate, verify and package one model for a board."""
     from flows.config import BuildConfig, TrainOptions
 
-    cfg = BuildConfig(board=board, model=model, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
-                      verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
-                      from_step=from_step, to_step=to_step, allow_overflow=allow_overflow,
-                      train=TrainOptions(epochs=epochs, seed=seed))
-    _run(lambda: _build(cfg))
+    _run(lambda: _build(BuildConfig(
+        board=board, model=model, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
+        verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
+        from_step=from_step, to_step=to_step, allow_overflow=allow_overflow,
+        train=TrainOptions(epochs=epochs, seed=seed))))
 
 
 def _build(cfg) -> None:
@@ -67,6 +67,84 @@ def _build(cfg) -> None:
     b = Build(cfg)
     print_tables(tables(collect(b), b.board), Console())
     console.print(f"run: {cfg.run_dir}  ({time.perf_counter() - start:.1f} s)")
+
+
+@app.command("train")
+def train_cmd(
+    model: str = typer.Option("tfc-w1a1", help="Zoo model, e.g. tfc-w2a2, cnv-w1a1."),
+    model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
+    data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist, cifar10."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
+    epochs: int = typer.Option(40, help="Training epochs (the one-cycle schedule spans them all)."),
+    batch_size: int = typer.Option(128, help="Images per batch."),
+    lr: float = typer.Option(0.05, help="Peak learning rate (Adam, one-cycle)."),
+    seed: int = typer.Option(0, help="Seed of initialisation, shuffling and dropout."),
+    device: str = typer.Option("cpu", help="cpu, or cuda when a GPU is present."),
+    out: Optional[Path] = typer.Option(None, help="Checkpoint to write (default <model>_<data>.pt); never overwritten."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run saved in <out>.last."),
+):
+    """Train a zoo model (quantisation-aware) and write a checkpoint with its config and metrics."""
+    _run(lambda: _train(model, model_config, data, data_dir, not no_verify_checksums,
+                        dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device), out, resume))
+
+
+def _model_spec(model: str, model_config: Optional[Path]):
+    from qat.models import load_model_config, parse_model_name
+
+    return load_model_config(model_config) if model_config else parse_model_name(model)
+
+
+def _load_data(data: str, data_dir: Optional[Path], verify: bool):
+    from flows.config import DATASETS
+    from flows.errors import ConfigError
+    from qat.data import load_dataset
+
+    if data not in DATASETS:
+        raise ConfigError(f"unknown dataset '{data}'; known: {', '.join(DATASETS)}")
+    if data != "digits" and data_dir is None:
+        raise ConfigError(f"--data {data} needs --data-dir DIR holding its files")
+    return load_dataset(data, data_dir, verify=verify)
+
+
+def _train(model, model_config, data, data_dir, verify, options: dict, out, resume) -> None:
+    from qat.train import TrainConfig, check_device, train_to_file
+
+    spec = _model_spec(model, model_config)
+    cfg = TrainConfig(**options)
+    check_device(cfg.device)
+    out = out or Path(f"{spec.name}_{data}.pt")
+    ds = _load_data(data, data_dir, verify)
+    ckpt = train_to_file(spec, ds, cfg, out, resume=resume)
+    typer.echo(f"{spec.name} on {ds.name}: test accuracy {100 * ckpt.metrics['test_accuracy']:.2f}% "
+               f"({len(ds.test)} images) after {cfg.epochs} epochs, {ckpt.metrics['train_seconds']:.1f} s "
+               f"training; wrote {out}")
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="A qnn-flows checkpoint."),
+    data: Optional[str] = typer.Option(None, help="Dataset to evaluate on (default: the checkpoint's)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
+):
+    """Accuracy of a checkpoint on a test split, beside the figure recorded at training."""
+    _run(lambda: _eval(checkpoint, data, data_dir, not no_verify_checksums))
+
+
+def _eval(path: Path, data, data_dir, verify: bool) -> None:
+    from flows.errors import DatasetError
+    from qat.train import accuracy, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    ds = _load_data(data or ckpt.data.name, data_dir, verify)
+    if tuple(ds.image_shape) != tuple(ckpt.data.image_shape):
+        raise DatasetError(f"{path} takes {ckpt.data.image_shape} images but {ds.name} has {ds.image_shape}")
+    acc = accuracy(ckpt.model(), ds.test.images, ds.test.labels)
+    recorded = ckpt.metrics.get("test_accuracy")
+    note = f" (recorded at training on {ckpt.data.name}: {100 * recorded:.2f}%)" if recorded is not None else ""
+    typer.echo(f"{ckpt.spec.name} on {ds.name} test split: accuracy {100 * acc:.2f}% "
+               f"({round(acc * len(ds.test))}/{len(ds.test)}){note}")
 
 
 def _run(fn) -> None:

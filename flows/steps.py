@@ -13,31 +13,35 @@ import numpy as np
 
 from flows.errors import FitError, ModelError, StepError, VerificationError
 
-# ops a QONNX model may contain for this flow (MLPs); anything else is named and refused
+# ops a QONNX model may contain for this flow (MLPs and CNV-style CNNs); anything else is named and refused
 SUPPORTED_QONNX_OPS = {"Quant", "BipolarQuant", "Gemm", "MatMul", "BatchNormalization", "Mul", "Add",
-                       "Sub", "Div", "Reshape", "Flatten", "Relu", "Identity"}
+                       "Sub", "Div", "Reshape", "Flatten", "Relu", "Identity", "Conv", "MaxPool"}
+CONV_OPS = ("Conv", "MaxPool")  # their presence switches on the convolution lowering in the steps below
+CONV_STREAMLINED = ("Transpose", "Im2Col", "MaxPoolNHWC")  # what lowering leaves for the HW conversion
 
 
 def step_train(build, out: Path) -> dict:
     """Train the model (or take --checkpoint) and save ``checkpoint.pt``; an existing one is reused."""
+    if build.cfg.onnx:
+        return {"skipped": "model given as --onnx"}
     from qat.train import TrainConfig, load_checkpoint, train
 
     target = out / "checkpoint.pt"
-    if build.cfg.onnx:
-        return {"skipped": "model given as --onnx"}
     previous = build.dir("train") / "checkpoint.pt"
     if build.cfg.checkpoint:
-        ckpt = load_checkpoint(build.cfg.checkpoint)
-        source = f"--checkpoint {build.cfg.checkpoint}"
+        source_path, source = Path(build.cfg.checkpoint), f"--checkpoint {build.cfg.checkpoint}"
     elif previous.is_file():
-        ckpt = load_checkpoint(previous)
+        source_path = previous
         source = f"reused {previous} (delete it, or use another --out, to train anew)"
     else:
         t = build.cfg.train
         ckpt = train(build.spec, build.dataset, TrainConfig(t.epochs, t.batch_size, t.lr, t.seed))
-        source = "trained"
+        build.check_checkpoint_matches_data(ckpt)
+        ckpt.save(target)
+        return {"source": "trained", "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
+    ckpt = load_checkpoint(source_path)
     build.check_checkpoint_matches_data(ckpt)
-    ckpt.save(target)
+    shutil.copyfile(source_path, target)  # byte for byte: a checkpoint is never rewritten
     return {"source": source, "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
 
 
@@ -78,7 +82,7 @@ def step_cleanup(build, out: Path) -> dict:
     for node in model.graph.node:
         if node.op_type not in SUPPORTED_QONNX_OPS:
             raise ModelError(f"unsupported layer: node '{node.name}' is a {node.op_type}; this flow "
-                             f"handles MLPs built from {', '.join(sorted(SUPPORTED_QONNX_OPS))}")
+                             f"handles networks built from {', '.join(sorted(SUPPORTED_QONNX_OPS))}")
     build.check_input_shape(model)
     model.set_tensor_datatype(model.graph.input[0].name, DataType[build.input_datatype])
     model.save(str(out / "model.onnx"))
@@ -126,19 +130,36 @@ def step_streamline(build, out: Path) -> dict:
     from flows.transforms import SetExactInputThresholds
 
     model = build.model("convert").transform(InsertTopK(k=1))
-    for t in (Streamline(), ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
+    conv = has_conv(model)
+    for t in (Streamline(), *(_conv_lowering() if conv else ()),
+              ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
               InferDataLayouts(), RemoveUnusedTensors(), Streamline()):
         model = model.transform(t)
     model = _tidy(model).transform(SetExactInputThresholds(np.load(build.dir("convert") / "input_counts.npy")))
-    leftover = [n for n in model.graph.node if n.op_type not in
-                ("Reshape", "MultiThreshold", "MatMul", "XnorPopcountMatMul", "TopK")]
+    allowed = ("Reshape", "MultiThreshold", "MatMul", "XnorPopcountMatMul", "TopK") + (CONV_STREAMLINED if conv else ())
+    leftover = [n for n in model.graph.node if n.op_type not in allowed]
     if leftover:
         n = leftover[0]
         raise StepError("streamline", f"{n.op_type} did not streamline into thresholds or integer "
                         "matrix layers; FINN cannot map it to hardware", node=n.name)
     model.save(str(out / "model.onnx"))
     return {"nodes": [n.op_type for n in model.graph.node]}
+
+
+def has_conv(model) -> bool:
+    """Whether the graph holds convolutions or pools (before or after lowering)."""
+    return any(n.op_type in CONV_OPS + CONV_STREAMLINED for n in model.graph.node)
+
+
+def _conv_lowering() -> tuple:
+    """FINN's CNV sequence: convolutions to Im2Col + MatMul, pools to NHWC, layout transposes
+    pushed through the thresholds so that they cancel."""
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+
+    return LowerConvsToMatMul(), MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold()
 
 
 def step_hw_layers(build, out: Path) -> dict:
