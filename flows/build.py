@@ -27,7 +27,7 @@ class Build:
         self.cfg = cfg
         self.board: Board = load_board(cfg.board)
         self.run_dir = cfg.run_dir
-        self.spec = None if cfg.onnx else _parse_model(cfg.model)
+        self.spec = None if (cfg.onnx or cfg.checkpoint) and not cfg.model else _parse_model(cfg.model_name)
 
     def dir(self, step: str) -> Path:
         return step_dir(self.run_dir, STEPS, step)
@@ -49,7 +49,7 @@ class Build:
 
     @property
     def input_datatype(self) -> str:
-        return f"UINT{max(1, math.ceil(math.log2(self.pixel_max + 1)))}" if self.pixel_max > 255 else "UINT8"
+        return "UINT8" if self.pixel_max <= 255 else "UINT16"  # what the input DMA streams
 
     def checkpoint(self):
         """The trained checkpoint of this run, or None for an --onnx build."""
@@ -62,8 +62,9 @@ class Build:
         if tuple(ckpt.data.image_shape) != tuple(self.dataset.image_shape):
             raise DatasetError(f"checkpoint was trained on {ckpt.data.name} {ckpt.data.image_shape} images "
                                f"but --data {self.cfg.data} has {self.dataset.image_shape}; pass matching --data")
-        if self.spec and ckpt.spec != self.spec and self.cfg.checkpoint:
-            self.spec = ckpt.spec  # the checkpoint's own spec wins over --model
+        if self.cfg.model and ckpt.spec != self.spec:
+            raise ConfigError(f"the checkpoint holds {ckpt.spec.name} ({ckpt.spec.to_dict()}), not --model "
+                              f"{self.cfg.model}; drop --model to build what the checkpoint holds")
 
     def check_input_shape(self, model) -> None:
         shape = tuple(model.get_tensor_shape(model.graph.input[0].name))

@@ -23,7 +23,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 @app.command()
 def build(
     board: str = typer.Option("pynq-z2", help="Target board (see boards/)."),
-    model: str = typer.Option("tfc-w1a1", help="Zoo model, e.g. tfc-w2a2."),
+    model: Optional[str] = typer.Option(None, help="Zoo model, e.g. tfc-w2a2 (default tfc-w1a1)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Trained qnn-flows checkpoint instead of training."),
     onnx: Optional[Path] = typer.Option(None, help="QONNX model instead of a checkpoint."),
     data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist."),

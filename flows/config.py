@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flows.errors import ConfigError
+from qat.data import DATASETS
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+DEFAULT_MODEL = "tfc-w1a1"
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class BuildConfig:
     """One ``flows build``: what to build, for which board, and where."""
 
     board: str = "pynq-z2"
-    model: str = "tfc-w1a1"  # zoo name; ignored with ``onnx``
+    model: str | None = None  # zoo name (default tfc-w1a1); a checkpoint or ONNX file brings its own
     checkpoint: Path | None = None  # trained qnn-flows checkpoint
     onnx: Path | None = None  # QONNX file instead of a checkpoint
     data: str = "digits"
@@ -42,6 +43,8 @@ class BuildConfig:
     def __post_init__(self):
         if self.checkpoint and self.onnx:
             raise ConfigError("give --checkpoint or --onnx, not both")
+        if self.onnx and self.model:
+            raise ConfigError("--model names a zoo model to train; an --onnx file brings its own, so drop --model")
         if self.target_fps is not None and self.folding is not None:
             raise ConfigError("give --target-fps or --folding, not both")
         if self.target_fps is not None and self.target_fps <= 0:
@@ -52,8 +55,13 @@ class BuildConfig:
             raise ConfigError(f"--data {self.data} needs --data-dir DIR holding its files")
 
     @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_MODEL
+
+    @property
     def run_name(self) -> str:
-        model = Path(self.onnx).stem if self.onnx else self.model
+        source = self.onnx or self.checkpoint
+        model = Path(source).stem if source and not self.model else self.model_name
         return f"{model}_{self.board}" + ("" if self.data == "digits" else f"_{self.data}")
 
     @property
@@ -62,7 +70,7 @@ class BuildConfig:
 
     def identity(self) -> dict:
         """The fields that define what a run directory holds; a resume must match them."""
-        return {"model": self.model if not self.onnx else None, "onnx": str(self.onnx) if self.onnx else None,
+        return {"model": self.model_name if not (self.onnx or self.checkpoint) else self.model, "onnx": str(self.onnx) if self.onnx else None,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "data": self.data, "board": self.board}
 

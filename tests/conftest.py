@@ -14,14 +14,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def pytest_addoption(parser):
     parser.addoption("--datasets", default=None, metavar="DIR",
-                     help="folder with the real datasets (mnist/, fashion-mnist/), e.g. ../shared/datasets")
+                     help="folder with the real datasets (mnist/, fashion-mnist/), e.g. ../shared/datasets; write it as --datasets=DIR")
 
 
 @pytest.fixture(scope="session")
 def datasets_dir(request) -> Path:
     value = request.config.getoption("--datasets")
     if not value:
-        pytest.skip("no --datasets DIR given (e.g. --datasets ../shared/datasets)")
+        pytest.skip("no --datasets DIR given (e.g. --datasets=../shared/datasets)")
     for candidate in (Path(value), REPO / value):
         if candidate.is_dir():
             return candidate.resolve()

@@ -216,3 +216,13 @@ def test_bad_onnx_leaves_earlier_steps_intact(tmp_path):
     assert flows_cli("build", "--onnx", path, "--out", run).returncode == 4
     assert (run / "01_export" / "model.onnx").is_file()  # export finished before cleanup refused
     assert (run / "02_cleanup.failed").is_dir() and not (run / "02_cleanup").exists()
+
+
+def test_build_from_checkpoint_uses_its_model(built, tmp_path):
+    checkpoint = built("tfc-w2a2") / "00_train" / "checkpoint.pt"
+    run = tmp_path / "run"
+    run_build(BuildConfig(checkpoint=checkpoint, out=run, to_step="export"))
+    assert report(run, "train")["model"] == "tfc-w2a2"
+    assert (run / "00_train" / "checkpoint.pt").read_bytes() == checkpoint.read_bytes()
+    result = flows_cli("build", "--checkpoint", checkpoint, "--model", "tfc-w1a1", "--out", tmp_path / "other")
+    assert result.returncode == 2 and "not --model tfc-w1a1" in one_error_line(result.stderr)
