@@ -116,17 +116,24 @@ class Build:
                 return target, folding
             target *= 2
 
-    def misfit_message(self, model, est) -> str:
+    def misfit(self, model, est) -> tuple[str, dict]:
+        """Why ``model`` does not fit the board, and a folding that does (FINN folding-config format)."""
         import copy
+
+        from hw.folding import current_folding
 
         over = est.over_capacity()
         worst = sorted(est.layers, key=lambda l: -l.resources[over[0]])[:3]
-        target, _ = self.fitting_folding(copy.deepcopy(model), max(est.cycles_per_image, 1))
+        fitting = copy.deepcopy(model)
+        target, _ = self.fitting_folding(fitting, max(est.cycles_per_image, 1))
         fps = self.board.clock_mhz * 1e6 / target
-        return (f"design does not fit {self.board.name}: {', '.join(f'{r} {est.total[r]:.0f}/{est.capacity[r]}' for r in over)}; "
-                f"largest layers: {', '.join(f'{l.name} ({l.resources[over[0]]:.0f} {over[0]})' for l in worst)}; "
-                f"a folding at {target} cycles per image (~{fps:,.0f} images/s) fits: run without "
-                f"--folding/--target-fps, or with --target-fps {math.floor(fps)}; --allow-overflow continues anyway")
+        used = ", ".join(f"{r} {est.total[r]:.0f}/{est.capacity[r]}" for r in over)
+        layers = ", ".join(f"{l.name} ({l.resources[over[0]]:.0f} {over[0]})" for l in worst)
+        message = (f"design does not fit {self.board.name}: {used}; largest layers: {layers}; a folding at "
+                   f"{target} cycles per image (~{fps:,.0f} images/s) fits: pass --folding "
+                   f"{self.dir('fold')}.failed/folding_that_fits.json, or --target-fps {math.floor(fps)}, "
+                   "or no folding option; --allow-overflow continues anyway")
+        return message, current_folding(fitting)
 
 
 def _parse_model(name: str):

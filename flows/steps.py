@@ -222,10 +222,12 @@ def step_fold(build, out: Path) -> dict:
     report = {"rule": chosen["rule"], "target_cycles": chosen["target_cycles"], "fits": est.fits,
               "folding_file": str(build.dir("fold") / "folding.json")}
     if not est.fits:
+        message, fitting = build.misfit(model, est)
+        (out / "folding_that_fits.json").write_text(json.dumps(fitting, indent=2))
         (out / "report.json").write_text(json.dumps(report, indent=2))
         if not build.cfg.allow_overflow:
-            raise FitError(build.misfit_message(model, est))
-        report["warning"] = build.misfit_message(model, est)
+            raise FitError(message)
+        report["warning"] = message
     return report
 
 

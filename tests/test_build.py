@@ -76,7 +76,8 @@ def test_package_holds_what_the_board_needs(built):
     meta = json.loads((deploy / "deploy.json").read_text())
     assert meta["bitfile"] is None and meta["board"] == "pynq-z2" and meta["test_vectors"] == 450
     spec = json.loads((deploy / "io_spec.json").read_text())
-    assert spec["input"] == {"datatype": "UINT8", "shape": [1, 64], "folded_shape": spec["input"]["folded_shape"]}
+    assert spec["input"] == {"datatype": "UINT8", "shape": [1, 64], "normal_shape": [1, 64],
+                             "folded_shape": spec["input"]["folded_shape"]}
     assert np.prod(spec["input"]["folded_shape"]) == 64 and spec["output"]["datatype"] == "UINT8"
     vectors = np.load(deploy / "test_vectors.npz")
     assert vectors["inputs"].shape == (450, 64) and vectors["inputs"].dtype == np.uint8
@@ -121,7 +122,10 @@ def test_target_fps_that_cannot_fit_fails_with_advice(built, tmp_path):
     message = str(err.value)
     assert "does not fit pynq-z2" in message and "MVAU_hls" in message and "--target-fps" in message
     assert (run / "08_fold" / "model.onnx").read_bytes() == fold_before  # earlier artefacts intact
-    assert (run / "08_fold.failed").is_dir()
+    fitting = run / "08_fold.failed" / "folding_that_fits.json"
+    assert str(fitting) in message
+    run_build(BuildConfig(model="tfc-w4a4", out=run, folding=fitting, from_step="fold", to_step="estimate"))
+    assert report(run, "estimate")["fits"]
     run_build(BuildConfig(model="tfc-w4a4", out=run, target_fps=100e6, allow_overflow=True,
                           from_step="fold", to_step="estimate"))
     assert not report(run, "estimate")["fits"]
