@@ -28,6 +28,10 @@ class Build:
         self.board: Board = load_board(cfg.board)
         self.run_dir = cfg.run_dir
         self.spec = None if (cfg.onnx or cfg.checkpoint) and not cfg.model else _parse_model(cfg.model_name)
+        if cfg.model_config:
+            from qat.models import load_model_config
+
+            self.spec = load_model_config(cfg.model_config)
 
     def dir(self, step: str) -> Path:
         return step_dir(self.run_dir, STEPS, step)
@@ -105,16 +109,17 @@ class Build:
         return {"rule": rule, "target_cycles": target, "folding": folding}
 
     def fitting_folding(self, model, start: int) -> tuple[int, dict]:
-        """The smallest target (start, 2*start, ...) whose cheapest folding fits the board."""
+        """The smallest target (start, 2*start, ...) whose cheapest folding fits the board; once
+        relaxing changes nothing (every layer as folded as the rule goes), that last folding."""
         from hw import folding as fold
 
-        target = start
+        target, previous = start, None
         while True:
             folding = fold.choose_folding(model, target, self.board.part)
             fold.apply_folding(model, folding)
-            if self.estimate(model).fits or target > 1 << 30:
+            if self.estimate(model).fits or folding == previous or target > 1 << 30:
                 return target, folding
-            target *= 2
+            target, previous = target * 2, folding
 
     def misfit(self, model, est) -> tuple[str, dict]:
         """Why ``model`` does not fit the board, and a folding that does (FINN folding-config format)."""
@@ -129,11 +134,32 @@ class Build:
         fps = self.board.clock_mhz * 1e6 / target
         used = ", ".join(f"{r} {est.total[r]:.0f}/{est.capacity[r]}" for r in over)
         layers = ", ".join(f"{l.name} ({l.resources[over[0]]:.0f} {over[0]})" for l in worst)
+        least = self.estimate(fitting)
+        if not least.fits:  # no folding fits: the weights alone are too many for the board's memories
+            least_used = ", ".join(f"{r} {least.total[r]:.0f}/{least.capacity[r]}" for r in least.over_capacity())
+            return (f"design does not fit {self.board.name} at any folding: {used}, and still {least_used} "
+                    f"folded as far as it goes ({weight_mbit(model):.1f} Mbit of weights); largest layers: "
+                    f"{layers}; choose fewer weight bits, a smaller model, or a board with more memory; "
+                    "--allow-overflow continues anyway"), None
         message = (f"design does not fit {self.board.name}: {used}; largest layers: {layers}; a folding at "
                    f"{target} cycles per image (~{fps:,.0f} images/s) fits: pass --folding "
                    f"{self.dir('fold')}.failed/folding_that_fits.json, or --target-fps {math.floor(fps)}, "
                    "or no folding option; --allow-overflow continues anyway")
         return message, current_folding(fitting)
+
+
+def weight_mbit(model) -> float:
+    """Megabits of weights in the matrix layers (MVAU, VVAU) of ``model``: what BRAM/LUTRAM must hold."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw.folding import generic_op
+
+    bits = 0
+    for node in model.graph.node:
+        weights = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
+        if generic_op(node.op_type) in ("MVAU", "VVAU") and weights is not None:
+            bits += weights.size * getCustomOp(node).get_input_datatype(1).bitwidth()
+    return bits / 1e6
 
 
 def _parse_model(name: str):

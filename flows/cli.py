@@ -9,6 +9,9 @@ from typing import Optional
 import typer
 
 from flows.errors import FlowsError
+from host.errors import HostError
+
+HOST_ERROR_EXIT = 9  # a deploy package or accelerator problem (host.errors)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From quantisation-aware training to a FINN dataflow accelerator on a PYNQ board.")
@@ -24,9 +27,10 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 def build(
     board: str = typer.Option("pynq-z2", help="Target board (see boards/)."),
     model: Optional[str] = typer.Option(None, help="Zoo model, e.g. tfc-w2a2 (default tfc-w1a1)."),
+    model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
     checkpoint: Optional[Path] = typer.Option(None, help="Trained qnn-flows checkpoint instead of training."),
     onnx: Optional[Path] = typer.Option(None, help="QONNX model instead of a checkpoint."),
-    data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist."),
+    data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist, cifar10."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_fps: Optional[float] = typer.Option(None, help="Fold for this many images/s."),
@@ -42,7 +46,7 @@ def build(
     from flows.config import BuildConfig, TrainOptions
 
     _run(lambda: _build(BuildConfig(
-        board=board, model=model, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
+        board=board, model=model, model_config=model_config, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
         verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
         from_step=from_step, to_step=to_step, allow_overflow=allow_overflow,
         train=TrainOptions(epochs=epochs, seed=seed))))
@@ -80,13 +84,18 @@ def train_cmd(
     batch_size: int = typer.Option(128, help="Images per batch."),
     lr: float = typer.Option(0.05, help="Peak learning rate (Adam, one-cycle)."),
     seed: int = typer.Option(0, help="Seed of initialisation, shuffling and dropout."),
+    dropout: float = typer.Option(0.2, help="Dropout probability of the MLPs (Brevitas uses 0.2)."),
     device: str = typer.Option("cpu", help="cpu, or cuda when a GPU is present."),
     out: Optional[Path] = typer.Option(None, help="Checkpoint to write (default <model>_<data>.pt); never overwritten."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run saved in <out>.last."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch (1 is fastest on a busy machine)."),
+    compact: bool = typer.Option(False, "--compact", help="Store weights as their quantised int8 values "
+                                 "(same model, several times smaller; for sharing, not for more training)."),
 ):
     """Train a zoo model (quantisation-aware) and write a checkpoint with its config and metrics."""
     _run(lambda: _train(model, model_config, data, data_dir, not no_verify_checksums,
-                        dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device), out, resume))
+                        dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, dropout=dropout), out, resume,
+                        threads, compact))
 
 
 def _model_spec(model: str, model_config: Optional[Path]):
@@ -107,15 +116,24 @@ def _load_data(data: str, data_dir: Optional[Path], verify: bool):
     return load_dataset(data, data_dir, verify=verify)
 
 
-def _train(model, model_config, data, data_dir, verify, options: dict, out, resume) -> None:
+def _train(model, model_config, data, data_dir, verify, options: dict, out, resume, threads=None,
+           compact=False) -> None:
+    import torch
+
+    from flows.errors import ConfigError
     from qat.train import TrainConfig, check_device, train_to_file
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
 
     spec = _model_spec(model, model_config)
     cfg = TrainConfig(**options)
     check_device(cfg.device)
     out = out or Path(f"{spec.name}_{data}.pt")
     ds = _load_data(data, data_dir, verify)
-    ckpt = train_to_file(spec, ds, cfg, out, resume=resume)
+    ckpt = train_to_file(spec, ds, cfg, out, resume=resume, compact=compact)
     typer.echo(f"{spec.name} on {ds.name}: test accuracy {100 * ckpt.metrics['test_accuracy']:.2f}% "
                f"({len(ds.test)} images) after {cfg.epochs} epochs, {ckpt.metrics['train_seconds']:.1f} s "
                f"training; wrote {out}")
@@ -147,6 +165,37 @@ def _eval(path: Path, data, data_dir, verify: bool) -> None:
                f"({round(acc * len(ds.test))}/{len(ds.test)}){note}")
 
 
+@app.command("bench")
+def bench_cmd(
+    deploy_dir: Path = typer.Argument(..., help="A build's deploy/ folder."),
+    targets: Optional[str] = typer.Option(None, help="Comma-separated targets (default: all), e.g. "
+                                          "cpu-brevitas,numpy-executor,fpga-sim."),
+    batch: str = typer.Option("1,16,256,1024,10000", help="Batch sizes of the throughput sweep."),
+    repeats: int = typer.Option(20, help="Timed runs per batch size (batch-1 latency takes 5x as many)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default <run>/bench)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint of the torch targets "
+                                              "(default <run>/00_train/checkpoint.pt)."),
+    threads: int = typer.Option(1, help="Intra-op threads of torch and onnxruntime."),
+):
+    """Accuracy, latency and throughput of the FPGA design (on a board, else modelled) against CPU/GPU targets."""
+    _run(lambda: _bench(deploy_dir, targets, batch, repeats, out, checkpoint, threads))
+
+
+def _bench(deploy_dir: Path, targets, batch: str, repeats: int, out, checkpoint, threads: int) -> None:
+    from rich.console import Console
+
+    from flows import bench
+    from flows.errors import ConfigError
+
+    if repeats < 1:
+        raise ConfigError(f"--repeats {repeats} must be >= 1")
+    console = Console(stderr=True)
+    report = bench.run(deploy_dir, bench.parse_targets(targets), bench.parse_batches(batch), repeats, out,
+                       checkpoint, progress=lambda name: console.print(f"bench {name}"), threads=threads)
+    bench.print_table(report, Console(width=max(Console().width, 140)))
+    console.print(f"wrote {report['paths']['json'].parent}")
+
+
 def _run(fn) -> None:
     try:
         fn()
@@ -155,6 +204,11 @@ def _run(fn) -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except HostError as exc:  # board-side code (host/) knows nothing of FlowsError
+        if STATE["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(HOST_ERROR_EXIT) from None
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ class BuildConfig:
 
     board: str = "pynq-z2"
     model: str | None = None  # zoo name (default tfc-w1a1); a checkpoint or ONNX file brings its own
+    model_config: Path | None = None  # YAML/JSON per-layer bit widths (qat.models.load_model_config) instead
     checkpoint: Path | None = None  # trained qnn-flows checkpoint
     onnx: Path | None = None  # QONNX file instead of a checkpoint
     data: str = "digits"
@@ -43,6 +44,8 @@ class BuildConfig:
     def __post_init__(self):
         if self.checkpoint and self.onnx:
             raise ConfigError("give --checkpoint or --onnx, not both")
+        if self.model_config and (self.model or self.onnx or self.checkpoint):
+            raise ConfigError("--model-config defines the model to train; drop --model, --onnx and --checkpoint")
         if self.onnx and self.model:
             raise ConfigError("--model names a zoo model to train; an --onnx file brings its own, so drop --model")
         if self.target_fps is not None and self.folding is not None:
@@ -62,6 +65,7 @@ class BuildConfig:
     def run_name(self) -> str:
         source = self.onnx or self.checkpoint
         model = Path(source).stem if source and not self.model else self.model_name
+        model = Path(self.model_config).stem if self.model_config else model
         return f"{model}_{self.board}" + ("" if self.data == "digits" else f"_{self.data}")
 
     @property
@@ -72,6 +76,7 @@ class BuildConfig:
         """The fields that define what a run directory holds; a resume must match them."""
         return {"model": self.model_name if not (self.onnx or self.checkpoint) else self.model, "onnx": str(self.onnx) if self.onnx else None,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                **({"model_config": str(self.model_config)} if self.model_config else {}),
                 "data": self.data, "board": self.board}
 
     def to_json(self) -> str:

@@ -7,6 +7,7 @@ a few hundred times faster than image-by-image execution.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,8 @@ from qonnx.custom_op.registry import getCustomOp
 from flows.transforms import FPGADATAFLOW, MakeHWLayersGeneric, SetBatchSize
 
 MATMUL_OPS = ("MatMul", "Gemm", "XnorPopcountMatMul", "MVAU", "MVAU_hls", "MVAU_rtl")
-CHUNK = 2500  # images per batched execution: bounds memory for wide layers
+CHUNK = 2500  # most images per batched execution
+CHUNK_BYTES = 2 << 30  # and at most this much activation memory per batch (a CNN's windows are large)
 
 
 @dataclass
@@ -53,8 +55,9 @@ def run_graph(model: ModelWrapper, images: np.ndarray, scale: float = 1.0) -> St
     mm = last_matmul(model)
     k = _popcount_width(model, mm)
     outs, taps, cache = [], [], {}
-    for start in range(0, len(images), CHUNK):
-        chunk = np.ascontiguousarray(images[start:start + CHUNK], dtype=np.float32)
+    step = chunk_size(model)
+    for start in range(0, len(images), step):
+        chunk = np.ascontiguousarray(images[start:start + step], dtype=np.float32)
         if len(chunk) not in cache:
             cache[len(chunk)] = ModelWrapper(copy.deepcopy(model.model)).transform(SetBatchSize(len(chunk)))
         batched = cache[len(chunk)]
@@ -65,6 +68,33 @@ def run_graph(model: ModelWrapper, images: np.ndarray, scale: float = 1.0) -> St
     out, tap = np.concatenate(outs), np.concatenate(taps)
     tap = (2 * tap - k) if k is not None else tap / scale
     return StageOutput(_predictions(out), tap)
+
+
+def chunk_size(model: ModelWrapper) -> int:
+    """Images per batched run: the execution keeps every intermediate tensor, so bound their sum
+    (float32, with room for the temporaries a node makes) by CHUNK_BYTES."""
+    weights = {init.name for init in model.graph.initializer}
+    tensors = [t.name for t in (*model.graph.input, *model.graph.value_info, *model.graph.output)
+               if t.name not in weights]
+    per_image = sum(math.prod(model.get_tensor_shape(t)[1:]) for t in tensors if model.get_tensor_shape(t))
+    return int(max(1, min(CHUNK, CHUNK_BYTES // (4 * 4 * max(per_image, 1)))))
+
+
+def to_graph_input(model: ModelWrapper, images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images laid out as ``model``'s input, batch axis first.
+
+    Driven by the input tensor's data layout: a graph taking NHWC (a CNN's dataflow
+    partition, whose NCHW->NHWC Transpose stays on the host) gets the images
+    transposed; any other graph gets them reshaped (an MLP's flat input).
+    """
+    iname = model.graph.input[0].name
+    shape = tuple(model.get_tensor_shape(iname)[1:])
+    layout = model.get_tensor_layout(iname)
+    c, h, w = images.shape[1:] if images.ndim == 4 else (None, None, None)
+    nhwc = list(layout) == ["N", "H", "W", "C"] if layout else (shape == (h, w, c) and shape != (c, h, w))
+    if nhwc and images.ndim == 4:
+        images = images.transpose(0, 2, 3, 1)
+    return images.reshape(len(images), *shape)
 
 
 def _predictions(out: np.ndarray) -> np.ndarray:

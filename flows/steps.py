@@ -131,7 +131,9 @@ def step_streamline(build, out: Path) -> dict:
 
     model = build.model("convert").transform(InsertTopK(k=1))
     conv = has_conv(model)
-    for t in (Streamline(), *(_conv_lowering() if conv else ()),
+    # thresholds are rounded to integers before the XNOR rewrite maps t to (t + K) / 2: done after it,
+    # a float32 threshold just above an integer (t = 3e-6, K = 2304) rounds to the integer itself
+    for t in (Streamline(), *(_conv_lowering() if conv else ()), RoundAndClipThresholds(),
               ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
               InferDataLayouts(), RemoveUnusedTensors(), Streamline()):
@@ -162,8 +164,22 @@ def _conv_lowering() -> tuple:
     return LowerConvsToMatMul(), MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold()
 
 
+def _conv_hw() -> tuple:
+    """FINN's CNV HW conversion: pools to sliding window + Pool, Im2Col to ConvolutionInputGenerator,
+    the flatten before the first linear layer removed, and transpose pairs cancelled."""
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+    from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
+    from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+
+    return (InferPool(), InferConvInpGen(), RemoveCNVtoFCFlatten(), absorb.AbsorbConsecutiveTransposes(),
+            InferDataLayouts())
+
+
 def step_hw_layers(build, out: Path) -> dict:
-    """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect)."""
+    """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect; with convolutions
+    also ConvolutionInputGenerator and Pool)."""
     from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import \
         InferBinaryMatrixVectorActivation
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
@@ -174,9 +190,12 @@ def step_hw_layers(build, out: Path) -> dict:
 
     model = build.model("streamline")
     for t in (InferBinaryMatrixVectorActivation(), InferQuantizedMatrixVectorActivation(),
-              InferLabelSelectLayer(), InferThresholdingLayer(), GiveUniqueNodeNames()):
+              InferLabelSelectLayer(), InferThresholdingLayer(), *(_conv_hw() if has_conv(model) else ()),
+              GiveUniqueNodeNames()):
         model = model.transform(t)
-    not_hw = [n for n in model.graph.node if n.op_type != "Reshape" and not n.domain.startswith("finn.custom_op.fpgadataflow")]
+    # a leading Reshape (MLPs) or NCHW->NHWC Transpose (CNNs) stays on the host
+    not_hw = [n for n in model.graph.node if n.op_type not in ("Reshape", "Transpose")
+              and not n.domain.startswith("finn.custom_op.fpgadataflow")]
     if not_hw:
         raise StepError("hw_layers", f"no FINN HW layer for {not_hw[0].op_type}", node=not_hw[0].name)
     model.save(str(out / "model.onnx"))
@@ -223,7 +242,8 @@ def step_fold(build, out: Path) -> dict:
               "folding_file": str(build.dir("fold") / "folding.json")}
     if not est.fits:
         message, fitting = build.misfit(model, est)
-        (out / "folding_that_fits.json").write_text(json.dumps(fitting, indent=2))
+        if fitting is not None:  # None: no folding fits this board
+            (out / "folding_that_fits.json").write_text(json.dumps(fitting, indent=2))
         (out / "report.json").write_text(json.dumps(report, indent=2))
         if not build.cfg.allow_overflow:
             raise FitError(message)

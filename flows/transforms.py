@@ -7,18 +7,23 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.base import Transformation
-from qonnx.transformation.infer_shapes import InferShapes
 
 FPGADATAFLOW = "finn.custom_op.fpgadataflow"
 THRESHOLD_OPS = ("MultiThreshold", "Thresholding", "Thresholding_hls", "Thresholding_rtl")
 
 
 class SetBatchSize(Transformation):
-    """Give the graph a batch of ``n`` (FINN's graphs are built for batch 1).
+    """Give a batch-1 graph a batch of ``n`` (FINN's graphs are built for batch 1).
 
-    Changes only shapes: the global input/output, Reshape targets and the
-    ``numInputVectors`` of HW layers. The arithmetic is untouched, so a batched
-    copy computes exactly what the original does, image by image.
+    Changes only shapes: the leading dimension of every activation tensor (global
+    input/output and value_info; initializers keep theirs), Reshape targets, and the
+    batch attributes of HW layers (``numInputVectors``, ``BatchSize``). The arithmetic
+    is untouched, so a batched copy computes exactly what the original does, image by
+    image. Shapes are set directly rather than re-inferred: several FINN layers
+    (ConvolutionInputGenerator, Im2Col) infer batch-1 shapes whatever the input.
+    Their Python execution is batch-1 only too, so they become the batch-safe
+    ``Im2Col`` of flows.batched_ops (the same arithmetic: FINN's window generator
+    executes as qonnx's Im2Col).
     """
 
     def __init__(self, n: int):
@@ -26,19 +31,52 @@ class SetBatchSize(Transformation):
         self.n = n
 
     def apply(self, model: ModelWrapper):
-        for tensor in (*model.graph.input[:1], *model.graph.output):
-            tensor.type.tensor_type.shape.dim[0].dim_value = self.n
+        weights = {init.name for init in model.graph.initializer}
+        for tensor in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+            dims = tensor.type.tensor_type.shape.dim
+            if tensor.name not in weights and len(dims) and dims[0].dim_value == 1:
+                dims[0].dim_value = self.n
         for node in model.graph.node:
             if node.op_type == "Reshape" and model.get_initializer(node.input[1]) is not None:
                 shape = model.get_initializer(node.input[1]).copy()
                 shape[0] = self.n
                 model.set_initializer(node.input[1], shape)
             elif node.domain.startswith(FPGADATAFLOW):
-                inst = getCustomOp(node)
-                if "numInputVectors" in inst.get_nodeattr_types():
-                    inst.set_nodeattr("numInputVectors", [self.n])
-        del model.graph.value_info[:]
-        return model.transform(InferShapes()), False
+                _set_batch_attrs(getCustomOp(node), self.n)
+        for node in model.graph.node:
+            window = _batch_safe_window(node)
+            if window is not None:
+                node.CopyFrom(window)
+        return model, False
+
+
+def _batch_safe_window(node):
+    """The batch-safe Im2Col for an Im2Col or ConvolutionInputGenerator node, else None."""
+    from onnx import helper
+
+    from flows.batched_ops import DOMAIN
+    from hw.folding import generic_op
+
+    if node.op_type == "Im2Col" and node.domain != DOMAIN:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    elif node.domain.startswith(FPGADATAFLOW) and generic_op(node.op_type) == "ConvolutionInputGenerator":
+        inst = getCustomOp(node)
+        h, w = inst.get_nodeattr("IFMDim")
+        attrs = {"stride": inst.get_nodeattr("Stride"), "kernel_size": inst.get_nodeattr("ConvKernelDim"),
+                 "dilations": inst.get_nodeattr("Dilation"),
+                 "input_shape": f"(1,{h},{w},{inst.get_nodeattr('IFMChannels')})"}
+    else:
+        return None
+    return helper.make_node("Im2Col", list(node.input), list(node.output), name=node.name, domain=DOMAIN, **attrs)
+
+
+def _set_batch_attrs(inst, n: int) -> None:
+    types = inst.get_nodeattr_types()
+    if "numInputVectors" in types:
+        vectors = inst.get_nodeattr("numInputVectors")
+        inst.set_nodeattr("numInputVectors", [n, *list(vectors)[1:]] if isinstance(vectors, (list, tuple)) else n)
+    if "BatchSize" in types:
+        inst.set_nodeattr("BatchSize", n)
 
 
 class MakeHWLayersGeneric(Transformation):
@@ -104,11 +142,15 @@ def _values_seen_by(model: ModelWrapper, tensor: str, n_values: int) -> np.ndarr
     """The value of ``tensor`` when every input pixel equals p, for p = 0..n_values-1."""
     import qonnx.core.onnx_exec as oxe
 
+    producer = model.find_producer(tensor)  # run only up to it: the rest of a CNN is costly
+    if producer is None:  # the graph input itself
+        return np.arange(n_values, dtype=np.float64)
     batched = _copy(model).transform(SetBatchSize(n_values))
     iname = batched.graph.input[0].name
     shape = batched.get_tensor_shape(iname)
     images = np.broadcast_to(np.arange(n_values, dtype=np.float32).reshape(-1, *[1] * (len(shape) - 1)), shape)
-    ctx = oxe.execute_onnx(batched, {iname: np.ascontiguousarray(images)}, return_full_exec_context=True)
+    ctx = oxe.execute_onnx(batched, {iname: np.ascontiguousarray(images)}, return_full_exec_context=True,
+                           end_node=batched.find_producer(tensor))
     values = ctx[tensor].reshape(n_values, -1)
     if not np.all(values == values[:, :1]):
         raise ValueError(f"tensor {tensor} is not a per-pixel function of the input")

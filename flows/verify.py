@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from flows.execute import StageOutput, last_layer_scale, run_graph
+from flows.execute import StageOutput, last_layer_scale, run_graph, to_graph_input
 
 # (stage name, build step whose model.onnx it runs, True if its last layer carries float scales)
 GRAPH_STAGES = [("qonnx", "cleanup", True), ("finn", "convert", True),
@@ -50,7 +50,7 @@ def verify_stages(build) -> dict:
         outputs["pytorch"], seconds["pytorch"] = _timed(pytorch_stage, ckpt, images, scale)
     for name, step, scaled in GRAPH_STAGES:
         model = build.model(step)
-        x = images.reshape(len(images), *model.get_tensor_shape(model.graph.input[0].name)[1:])
+        x = to_graph_input(model, images)
         outputs[name], seconds[name] = _timed(run_graph, model, x, last_layer_scale(model) if scaled else 1.0)
     ref_name = next(iter(outputs))
     stages = {name: {**compare(outputs[ref_name], out, labels), "seconds": seconds[name]}

@@ -10,12 +10,16 @@ DMA bound, because compute faster than the DMA can feed only costs LUTs.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from flows.errors import ConfigError
 
 # attributes a folding may set, per generic HW op
-FOLDABLE = {"MVAU": ("PE", "SIMD"), "Thresholding": ("PE",), "LabelSelect": ("PE",)}
+FOLDABLE = {"MVAU": ("PE", "SIMD"), "VVAU": ("PE", "SIMD"), "Thresholding": ("PE",), "LabelSelect": ("PE",),
+            "ConvolutionInputGenerator": ("SIMD",), "Pool": ("PE",), "FMPadding": ("SIMD",)}
+# ops fed by a depthwise sliding window, whose SIMD must equal their PE (as FINN's SetFolding ties them)
+WINDOW_CONSUMERS = ("Pool", "VVAU")
 EXTRA_ATTRS = ("ram_style", "mem_mode", "resType", "runtime_writeable_weights")
 
 
@@ -40,6 +44,16 @@ def candidates(inst) -> list[dict[str, int]]:
         return [{"PE": pe} for pe in divisors(inst.get_nodeattr("NumChannels"))]
     if op == "LabelSelect":
         return [{"PE": pe} for pe in divisors(inst.get_nodeattr("Labels"))]
+    if op == "ConvolutionInputGenerator":  # one window element per cycle (parallel_window stays 0)
+        return [{"SIMD": simd} for simd in divisors(inst.get_nodeattr("IFMChannels"))]
+    if op == "Pool":
+        return [{"PE": pe} for pe in divisors(inst.get_nodeattr("Channels"))]
+    if op == "FMPadding":
+        return [{"SIMD": simd} for simd in divisors(inst.get_nodeattr("NumChannels"))]
+    if op == "VVAU":  # SIMD (window) parallelism only once every channel has its PE
+        channels, window = inst.get_nodeattr("Channels"), math.prod(inst.get_nodeattr("Kernel"))
+        return [{"PE": pe, "SIMD": simd} for pe in divisors(channels) for simd in divisors(window)
+                if simd == 1 or pe == channels]
     raise ConfigError(f"node {inst.onnx_node.name} ({inst.onnx_node.op_type}) has no folding rule")
 
 
@@ -50,9 +64,19 @@ def cost(inst, setting: dict[str, int], part: str) -> tuple[int, float, float]:
     return int(inst.get_exp_cycles()), float(inst.lut_estimation(part)), float(inst.bram_estimation(part))
 
 
-def cheapest_within(inst, target_cycles: int, part: str) -> dict[str, int]:
-    """Fewest LUTs (then BRAM) with cycles <= target; the fastest setting if none reaches it."""
-    scored = [(cost(inst, s, part), s) for s in candidates(inst)]
+def tied_cost(inst, setting: dict[str, int], part: str, window=None) -> tuple[int, float, float]:
+    """:func:`cost`, plus that of the depthwise ``window`` generator feeding ``inst`` (SIMD = PE)."""
+    cycles, lut, bram = cost(inst, setting, part)
+    if window is None:
+        return cycles, lut, bram
+    w_cycles, w_lut, w_bram = cost(window, {"SIMD": setting["PE"]}, part)
+    return max(cycles, w_cycles), lut + w_lut, bram + w_bram
+
+
+def cheapest_within(inst, target_cycles: int, part: str, window=None) -> dict[str, int]:
+    """Fewest LUTs (then BRAM) with cycles <= target; the fastest setting if none reaches it.
+    ``window``: the depthwise window generator tied to ``inst``, costed with it."""
+    scored = [(tied_cost(inst, s, part, window), s) for s in candidates(inst)]
     ok = [(c, s) for c, s in scored if c[0] <= target_cycles]
     if ok:
         best = min(ok, key=lambda cs: (cs[0][1], cs[0][2], cs[0][0]))
@@ -66,7 +90,36 @@ def choose_folding(model, target_cycles: int, part: str) -> dict[str, dict]:
     """The default folding of every HW layer in ``model`` for ``target_cycles`` per image."""
     from qonnx.custom_op.registry import getCustomOp
 
-    return {node.name: cheapest_within(getCustomOp(node), target_cycles, part) for node in model.graph.node}
+    ties = window_ties(model)
+    tied_windows = set(ties.values())
+    folding = {}
+    for node in model.graph.node:
+        if node.name in tied_windows:
+            continue  # folded with the layer it feeds
+        window = getCustomOp(_node(model, ties[node.name])) if node.name in ties else None
+        folding[node.name] = cheapest_within(getCustomOp(node), target_cycles, part, window)
+        if window is not None:
+            folding[ties[node.name]] = {"SIMD": folding[node.name]["PE"]}
+    return {node.name: folding[node.name] for node in model.graph.node}
+
+
+def window_ties(model) -> dict[str, str]:
+    """{consumer name: depthwise ConvolutionInputGenerator name} for pools/VVAUs fed by one."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    ties = {}
+    for node in model.graph.node:
+        if generic_op(node.op_type) not in WINDOW_CONSUMERS:
+            continue
+        producer = model.find_producer(node.input[0])
+        if (producer is not None and generic_op(producer.op_type) == "ConvolutionInputGenerator"
+                and getCustomOp(producer).get_nodeattr("depthwise")):
+            ties[node.name] = producer.name
+    return ties
+
+
+def _node(model, name: str):
+    return next(n for n in model.graph.node if n.name == name)
 
 
 def apply_folding(model, folding: dict[str, dict]) -> None:
@@ -81,6 +134,18 @@ def apply_folding(model, folding: dict[str, dict]) -> None:
             raise ConfigError(f"folding names node '{name}', which is not in the design; "
                               f"nodes: {', '.join(names)}")
         _apply_one(getCustomOp(names[name]), attrs)
+    _check_ties(model)
+
+
+def _check_ties(model) -> None:
+    from qonnx.custom_op.registry import getCustomOp
+
+    for consumer, window in window_ties(model).items():
+        pe = getCustomOp(_node(model, consumer)).get_nodeattr("PE")
+        simd = getCustomOp(_node(model, window)).get_nodeattr("SIMD")
+        if pe != simd:
+            raise ConfigError(f"folding: {window} (SIMD={simd}) is the depthwise window generator feeding "
+                              f"{consumer} (PE={pe}); its SIMD must equal that PE")
 
 
 def _apply_one(inst, attrs: dict) -> None:

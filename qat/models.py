@@ -1,24 +1,31 @@
-"""The model zoo: FINN-style quantised MLPs, named like ``tfc-w2a2``.
+"""The model zoo: FINN-style quantised MLPs and CNV, named like ``tfc-w2a2`` or ``cnv-w1a1``.
 
-Topologies follow Brevitas' bnn_pynq FC (``brevitas_examples/bnn_pynq/models/FC.py``):
+MLP topologies follow Brevitas' bnn_pynq FC (``brevitas_examples/bnn_pynq/models/FC.py``):
 input quantiser, then per hidden layer QuantLinear -> BatchNorm1d -> QuantIdentity,
-then a final QuantLinear. Two differences, both for the flow's sake:
+then a final QuantLinear. CNV (qat.cnv) follows Brevitas' CNV. Two differences, both
+for the flow's sake:
 - the model takes raw pixels (0..pixel_max) and scales them itself, so the
   exported graph's input is the integer image the board's DMA streams;
 - the final scale is a learned *positive* scalar (no bias), so argmax of the
   logits equals argmax of the last layer's integer accumulators and FINN can
   absorb it into the label-select layer.
+
+Per-layer bit widths come from a model config (YAML or JSON), e.g.
+``{arch: tfc, weight_bits: [8, 2, 2, 8], act_bits: [2, 2, 2], in_bits: 8}``.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from brevitas.nn import QuantIdentity, QuantLinear
 from torch import nn
 
 from flows.errors import ConfigError
+from qat import cnv
+from qat.layers import PositiveScale
 from qat.quantizers import ActQuant, WeightQuant
 
 # hidden layer widths per MLP architecture
@@ -31,6 +38,29 @@ MLP_HIDDEN: dict[str, tuple[int, ...]] = {
 PRECISIONS = ("w1a1", "w1a2", "w2a2", "w4a4", "w8a8")
 DROPOUT = 0.2
 _NAME = re.compile(r"^(?P<arch>[a-z]+)-w(?P<w>\d+)a(?P<a>\d+)$")
+MAX_BITS = 8
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What a model spec must give for one architecture."""
+
+    weight_layers: int  # QuantLinear/QuantConv2d layers, each with its weight bit width
+    act_layers: int  # hidden activation quantisers
+    in_bits: int | None  # fixed input quantiser width of the named models; None: the activations'
+
+
+ARCHS: dict[str, Arch] = {
+    **{name: Arch(len(hidden) + 1, len(hidden), None) for name, hidden in MLP_HIDDEN.items()},
+    "cnv": Arch(cnv.N_WEIGHT_LAYERS, cnv.N_ACT_LAYERS, cnv.IN_BITS),
+}
+SPEC_FIELDS = ("arch", "weight_bits", "act_bits", "in_bits")
+
+
+def default_in_bits(arch: str, act_bits: int) -> int:
+    """Input quantiser width of the named model ``<arch>-w?a<act_bits>`` (Brevitas' choice)."""
+    fixed = ARCHS[arch].in_bits
+    return act_bits if fixed is None else fixed
 
 
 @dataclass(frozen=True)
@@ -38,14 +68,15 @@ class ModelSpec:
     """What to build: architecture and bit widths, one entry per layer."""
 
     arch: str
-    weight_bits: tuple[int, ...]  # one per QuantLinear
+    weight_bits: tuple[int, ...]  # one per QuantLinear/QuantConv2d
     act_bits: tuple[int, ...]  # one per hidden activation
     in_bits: int  # input quantiser
 
     @property
     def name(self) -> str:
         w, a = self.weight_bits[0], self.act_bits[0]
-        uniform = set(self.weight_bits) == {w} and set(self.act_bits) == {a} and self.in_bits == a
+        uniform = (set(self.weight_bits) == {w} and set(self.act_bits) == {a}
+                   and self.in_bits == default_in_bits(self.arch, a))
         return f"{self.arch}-w{w}a{a}" if uniform else f"{self.arch}-custom"
 
     def to_dict(self) -> dict:
@@ -53,57 +84,101 @@ class ModelSpec:
                 "act_bits": list(self.act_bits), "in_bits": self.in_bits}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        return validate(cls(d["arch"], tuple(d["weight_bits"]), tuple(d["act_bits"]), int(d["in_bits"])))
+    def from_dict(cls, d: dict, source: str = "model config") -> "ModelSpec":
+        """Build and validate a spec; every error names the field. ``weight_bits``/``act_bits``
+        may be one integer (the same for every layer); ``in_bits`` defaults to the named model's."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source} must be a mapping with fields {', '.join(SPEC_FIELDS)}, "
+                              f"got {type(d).__name__}")
+        unknown = sorted(str(k) for k in d if k not in SPEC_FIELDS)
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; fields are {', '.join(SPEC_FIELDS)}")
+        missing = [f for f in SPEC_FIELDS[:3] if f not in d]
+        if missing:
+            raise ConfigError(f"{source}: missing field(s) {', '.join(missing)}; e.g. "
+                              "{arch: tfc, weight_bits: [8, 2, 2, 8], act_bits: [2, 2, 2], in_bits: 8}")
+        arch = d["arch"]
+        if not isinstance(arch, str) or arch not in ARCHS:
+            raise ConfigError(f"{source}: field 'arch' is {arch!r}; known architectures: {', '.join(ARCHS)}")
+        layers = ARCHS[arch]
+        weight_bits = _bit_list(d["weight_bits"], layers.weight_layers, "weight_bits", arch, source)
+        act_bits = _bit_list(d["act_bits"], layers.act_layers, "act_bits", arch, source)
+        in_bits = d.get("in_bits")
+        in_bits = default_in_bits(arch, act_bits[0]) if in_bits is None else _bits(in_bits, "in_bits", source)
+        return validate(cls(arch, weight_bits, act_bits, in_bits))
+
+
+def _bits(value, field: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
+        raise ConfigError(f"{source}: field '{field}' has {value!r}; bit widths are integers 1 (binary) to {MAX_BITS}")
+    return value
+
+
+def _bit_list(value, n: int, field: str, arch: str, source: str) -> tuple[int, ...]:
+    """One bit width per layer, from a list of ``n`` or a single integer for all."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value] * n
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        got = f"{len(value)} entries" if isinstance(value, (list, tuple)) else repr(value)
+        raise ConfigError(f"{source}: field '{field}' needs {n} bit widths for {arch} (one per layer) "
+                          f"or one integer for all, got {got}")
+    return tuple(_bits(v, field, source) for v in value)
+
+
+def load_model_config(path: str | Path) -> ModelSpec:
+    """Read a model config (YAML or JSON) into a validated spec."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"model config {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"model config {path} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"model config {path} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None
+    return ModelSpec.from_dict(data, source=f"model config {path}")
 
 
 def known_models() -> list[str]:
-    return [f"{arch}-{p}" for arch in MLP_HIDDEN for p in PRECISIONS]
+    return [f"{arch}-{p}" for arch in ARCHS for p in PRECISIONS]
 
 
 def parse_model_name(name: str) -> ModelSpec:
     """``tfc-w2a2`` -> ModelSpec with 2-bit weights and activations everywhere."""
     m = _NAME.match(name)
-    if not m or m["arch"] not in MLP_HIDDEN:
+    if not m or m["arch"] not in ARCHS:
         raise ConfigError(f"unknown model '{name}'; known models: {', '.join(known_models())}")
     w, a = int(m["w"]), int(m["a"])
-    n_layers = len(MLP_HIDDEN[m["arch"]]) + 1
-    return validate(ModelSpec(m["arch"], (w,) * n_layers, (a,) * (n_layers - 1), a))
+    layers = ARCHS[m["arch"]]
+    return validate(ModelSpec(m["arch"], (w,) * layers.weight_layers, (a,) * layers.act_layers,
+                              default_in_bits(m["arch"], a)))
 
 
 def validate(spec: ModelSpec) -> ModelSpec:
-    if spec.arch not in MLP_HIDDEN:
-        raise ConfigError(f"unknown architecture '{spec.arch}'; known: {', '.join(MLP_HIDDEN)}")
-    n_layers = len(MLP_HIDDEN[spec.arch]) + 1
-    if len(spec.weight_bits) != n_layers or len(spec.act_bits) != n_layers - 1:
-        raise ConfigError(f"{spec.arch} needs {n_layers} weight bit widths and {n_layers - 1} "
+    if spec.arch not in ARCHS:
+        raise ConfigError(f"unknown architecture '{spec.arch}'; known: {', '.join(ARCHS)}")
+    layers = ARCHS[spec.arch]
+    if len(spec.weight_bits) != layers.weight_layers or len(spec.act_bits) != layers.act_layers:
+        raise ConfigError(f"{spec.arch} needs {layers.weight_layers} weight bit widths and {layers.act_layers} "
                           f"activation bit widths, got {len(spec.weight_bits)} and {len(spec.act_bits)}")
     for b in (*spec.weight_bits, *spec.act_bits, spec.in_bits):
-        if not 1 <= b <= 8:
-            raise ConfigError(f"bit width {b} is out of range; use 1 (binary) to 8")
+        if not 1 <= b <= MAX_BITS:
+            raise ConfigError(f"bit width {b} is out of range; use 1 (binary) to {MAX_BITS}")
     return spec
-
-
-class PositiveScale(nn.Module):
-    """y = exp(log_scale) * x: a learned scalar that keeps the argmax of x."""
-
-    def __init__(self, init: float = 0.1):
-        super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(float(init)).log())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.log_scale.exp()
 
 
 class QuantMLP(nn.Module):
     """Quantised MLP over raw pixels: (N, C, H, W) in [0, pixel_max] -> (N, classes) logits."""
 
-    def __init__(self, spec: ModelSpec, in_features: int, num_classes: int, pixel_max: int):
+    def __init__(self, spec: ModelSpec, in_features: int, num_classes: int, pixel_max: int,
+                 dropout: float = DROPOUT):
         super().__init__()
         self.spec = spec
         self.register_buffer("pixel_scale", torch.tensor(2.0 / pixel_max))
         self.features = nn.ModuleList([QuantIdentity(act_quant=ActQuant, bit_width=spec.in_bits),
-                                       nn.Dropout(DROPOUT)])
+                                       nn.Dropout(dropout)])
         widths = (in_features, *MLP_HIDDEN[spec.arch])
         for i, out_features in enumerate(widths[1:]):
             self.features.extend([
@@ -111,7 +186,7 @@ class QuantMLP(nn.Module):
                             weight_quant=WeightQuant, weight_bit_width=spec.weight_bits[i]),
                 nn.BatchNorm1d(out_features),
                 QuantIdentity(act_quant=ActQuant, bit_width=spec.act_bits[i]),
-                nn.Dropout(DROPOUT),
+                nn.Dropout(dropout),
             ])
         self.features.append(QuantLinear(widths[-1], num_classes, bias=False,
                                           weight_quant=WeightQuant, weight_bit_width=spec.weight_bits[-1]))
@@ -134,6 +209,12 @@ class QuantMLP(nn.Module):
 
 
 def build_model(spec: ModelSpec, image_shape: tuple[int, int, int], num_classes: int,
-                pixel_max: int) -> QuantMLP:
+                pixel_max: int, dropout: float = DROPOUT) -> nn.Module:
+    """The untrained model of ``spec`` for (C, H, W) images; CNV refuses images under 32x32.
+    ``dropout`` (MLPs only, as in Brevitas; CNV has none) matters only in training."""
+    if spec.arch == "cnv":
+        model = cnv.QuantCNV(spec.weight_bits, spec.act_bits, spec.in_bits, image_shape, num_classes, pixel_max)
+        model.spec = spec
+        return model
     in_features = image_shape[0] * image_shape[1] * image_shape[2]
-    return QuantMLP(spec, in_features, num_classes, pixel_max)
+    return QuantMLP(spec, in_features, num_classes, pixel_max, dropout)

@@ -37,3 +37,17 @@ class WeightQuant(CommonQuant, WeightQuantSolver):
 class ActQuant(CommonQuant, ActQuantSolver):
     min_val = -1.0
     max_val = 1.0
+
+
+class FixedPointInputQuant(CommonQuant, ActQuantSolver):
+    """Brevitas' CNV input quantiser: signed fixed point in [-1, 1 - 2^(1-b)], all 2^b levels,
+    power-of-two scale 2^(1-b). Pass ``max_val=fixed_point_max(b)``. Its values times any
+    integer weights sum exactly in float32, so the float model is exact in the first layer."""
+
+    restrict_scaling_type = RestrictValueType.POWER_OF_TWO
+    narrow_range = False
+    min_val = -1.0
+
+
+def fixed_point_max(bit_width: int) -> float:
+    return 1.0 - 2.0 ** (1 - bit_width)

@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch.nn import functional as F
 
 from flows.errors import ConfigError, ModelError
 from qat.data import Dataset
-from qat.models import ModelSpec, QuantMLP, build_model
+from qat.models import DROPOUT, ModelSpec, build_model
 
 CHECKPOINT_FORMAT = "qnn-flows-checkpoint/1"
 
@@ -32,10 +33,13 @@ class TrainConfig:
     lr: float = 0.05  # Adam, cosine-annealed to zero
     seed: int = 0
     device: str = "cpu"  # "cuda" when a GPU is present and asked for
+    dropout: float = DROPOUT  # MLPs' dropout probability (Brevitas' 0.2); CNV has none
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"bad training config {self}: epochs, batch_size and lr must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"bad training config: dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -60,23 +64,52 @@ class Checkpoint:
     state_dict: dict
     metrics: dict  # e.g. {"test_accuracy": 0.95, "train_seconds": 4.1, "epochs_done": 12}
     optimizer: dict | None = None
+    resume: dict | None = None  # in a ``.last`` file: epoch, optimizer, scheduler, RNG states
 
-    def model(self) -> QuantMLP:
+    def model(self) -> torch.nn.Module:
         """Rebuild the model in eval mode."""
         model = build_model(self.spec, self.data.image_shape, self.data.num_classes, self.data.pixel_max)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
-    def save(self, path: Path, *, overwrite: bool = False) -> None:
-        """Write atomically; refuse to replace an existing file unless ``overwrite``."""
+    def save(self, path: Path, *, overwrite: bool = False, compact: bool = False) -> None:
+        """Write atomically; refuse to replace an existing file unless ``overwrite``.
+
+        ``compact`` stores each quantised layer's weights as the int8 integers its quantiser
+        makes of them (and the scale): the model computes exactly the same, but the float
+        weights training would continue from are gone, so only a finished run is compact.
+        """
         if path.exists() and not overwrite:
             raise ConfigError(f"checkpoint {path} exists; choose another path or remove it first")
+        if compact and self.resume is not None:
+            raise ConfigError("a resumable training state cannot be saved compact")
+        state, scales = (self.compact_state() if compact else (self.state_dict, {}))
         blob = {"format": CHECKPOINT_FORMAT, "spec": self.spec.to_dict(), "data": asdict(self.data),
-                "train": asdict(self.train), "state_dict": self.state_dict, "metrics": self.metrics,
-                "optimizer": self.optimizer}
+                "train": asdict(self.train), "state_dict": state, "metrics": self.metrics,
+                "optimizer": self.optimizer, "resume": self.resume, "weight_scales": scales}
         tmp = path.with_name(path.name + ".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, path)
+
+
+    def compact_state(self) -> tuple[dict, dict]:
+        """(state dict with int8 quantised weights, {weight key: scale})."""
+        model = self.model()
+        state, scales = dict(self.state_dict), {}
+        for prefix, m in model.named_modules():
+            if hasattr(m, "quant_weight") and hasattr(m, "weight"):
+                q = m.quant_weight()
+                scale = float(q.scale.reshape(-1)[0])
+                if q.scale.numel() != 1 or int(q.bit_width) > 8:
+                    continue  # per-channel scales or wide weights stay float
+                state[f"{prefix}.weight"] = torch.round(q.value.detach() / scale).to(torch.int8)
+                scales[f"{prefix}.weight"] = scale
+        return state, scales
+
+
+def _expand(state: dict, scales: dict) -> dict:
+    """Undo :meth:`Checkpoint.compact_state`: int8 weights back to float (exactly their quantised values)."""
+    return {k: (v.float() * scales[k] if k in scales else v) for k, v in state.items()}
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -94,7 +127,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     data = blob["data"]
     return Checkpoint(ModelSpec.from_dict(blob["spec"]),
                       DatasetInfo(data["name"], tuple(data["image_shape"]), data["num_classes"], data["pixel_max"]),
-                      TrainConfig(**blob["train"]), blob["state_dict"], blob["metrics"], blob.get("optimizer"))
+                      TrainConfig(**blob["train"]), _expand(blob["state_dict"], blob.get("weight_scales") or {}),
+                      blob["metrics"], blob.get("optimizer"),
+                      blob.get("resume"))
 
 
 def as_tensor(images: np.ndarray) -> torch.Tensor:
@@ -115,39 +150,163 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> 
     return float((predict(model, images).argmax(1) == labels).mean())
 
 
-def train(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, *, progress: bool = True) -> Checkpoint:
-    """Train ``spec`` on ``ds.train``; return a checkpoint with test accuracy and wall time."""
+EpochCallback = Callable[[int, dict], None]  # (epochs done, that epoch's metrics)
+
+
+def train(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, *, progress: bool = True,
+          state_path: Path | None = None, resume: bool = False,
+          on_epoch: EpochCallback | None = None) -> Checkpoint:
+    """Train ``spec`` on ``ds.train``; return a checkpoint with test accuracy and wall time.
+
+    With ``state_path`` every finished epoch is saved there (model, optimiser, scheduler,
+    RNG states) and ``resume`` continues from it: an interrupted run resumed gives
+    the same weights as an uninterrupted one. ``on_epoch`` is called after each save.
+    """
+    check_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    start = time.perf_counter()
-    model = build_model(spec, ds.image_shape, ds.num_classes, ds.pixel_max).to(cfg.device)
+    model = build_model(spec, ds.image_shape, ds.num_classes, ds.pixel_max, cfg.dropout).to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps = cfg.epochs * -(-len(ds.train.labels) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    done, seconds, history = 0, 0.0, []
+    if resume:
+        done, seconds, history = _restore(state_path, spec, ds, cfg, model, opt, sched)
     x, y = as_tensor(ds.train.images).to(cfg.device), torch.from_numpy(np.array(ds.train.labels)).to(cfg.device)
-    for _ in _epochs(cfg.epochs, progress, spec.name):
-        _train_epoch(model, opt, sched, x, y, cfg.batch_size)
+    bar = _epoch_bar(cfg.epochs, done, progress, spec.name)
+    for epoch in range(done + 1, cfg.epochs + 1):
+        start = time.perf_counter()
+        loss, train_acc = _train_epoch(model, opt, sched, x, y, cfg.batch_size, progress)
+        test_acc = accuracy(model, ds.test.images, ds.test.labels)
+        seconds += time.perf_counter() - start
+        history.append({"epoch": epoch, "loss": round(loss, 5), "train_accuracy": round(train_acc, 5),
+                        "test_accuracy": test_acc, "seconds": round(seconds, 2)})
+        _report_epoch(bar, history[-1], cfg.epochs)
+        if state_path is not None:
+            _checkpoint(spec, ds, cfg, model, {"epochs_done": epoch, "history": history},
+                        {"epoch": epoch, "seconds": seconds, "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "rng": _rng_state(cfg.device)}).save(state_path, overwrite=True)
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+    if bar is not None:
+        bar.close()
     model.eval()
     metrics = {"test_accuracy": accuracy(model, ds.test.images, ds.test.labels),
-               "train_seconds": round(time.perf_counter() - start, 2), "epochs_done": cfg.epochs}
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
-    return Checkpoint(spec, DatasetInfo.of(ds), cfg, state, metrics, None)
+               "train_seconds": round(seconds, 2), "epochs_done": cfg.epochs, "history": history}
+    return _checkpoint(spec, ds, cfg, model, metrics, None)
 
 
-def _epochs(n: int, progress: bool, name: str):
+def train_to_file(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, out: Path, *, resume: bool = False,
+                  progress: bool = True, on_epoch: EpochCallback | None = None, compact: bool = False) -> Checkpoint:
+    """Train and save to ``out``, keeping a resumable ``<out>.last`` until the run is complete.
+
+    Refuses before training when ``out`` exists, when ``--resume`` has nothing to resume,
+    or when an interrupted run's ``.last`` would be lost without ``resume``.
+    """
+    out, last = Path(out), last_path(out)
+    if out.exists():
+        raise ConfigError(f"checkpoint {out} exists; choose another --out or remove it first")
+    if resume and not last.is_file():
+        raise ConfigError(f"nothing to resume: {last} not found (it is written after each epoch)")
+    if last.is_file() and not resume:
+        raise ConfigError(f"{last} holds an interrupted run; pass --resume to continue it, or remove it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {out.parent}: {exc.strerror}") from None
+    ckpt = train(spec, ds, cfg, progress=progress, state_path=last, resume=resume, on_epoch=on_epoch)
+    ckpt.save(out, compact=compact)
+    last.unlink()
+    return ckpt
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work."""
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise ConfigError(f"unknown device '{device}'; use cpu or cuda (cuda:N)")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+
+
+def last_path(out: Path) -> Path:
+    """The resumable state file of a training run writing ``out``."""
+    return Path(out).with_name(Path(out).name + ".last")
+
+
+def _checkpoint(spec, ds, cfg, model, metrics, resume) -> Checkpoint:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return Checkpoint(spec, DatasetInfo.of(ds), cfg, state, metrics, None, resume)
+
+
+def _rng_state(device: str) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def _restore(path: Path, spec, ds, cfg, model, opt, sched) -> tuple[int, float, list]:
+    """Load ``path`` into model, optimiser, scheduler and RNGs; refuse a run of something else."""
+    last = load_checkpoint(path)
+    if last.resume is None:
+        raise ModelError(f"{path} holds no training state to resume")
+    theirs = {"model": last.spec.to_dict(), "data": asdict(last.data), "train": asdict(last.train)}
+    ours = {"model": spec.to_dict(), "data": asdict(DatasetInfo.of(ds)), "train": asdict(cfg)}
+    for key in ours:
+        if theirs[key] != ours[key]:
+            diff = sorted(k for k in ours[key] if ours[key][k] != theirs[key].get(k))
+            raise ConfigError(f"cannot resume {path}: its {key} differs in {', '.join(diff)} "
+                              f"({', '.join(f'{k}={theirs[key].get(k)}' for k in diff)}); resume with the same options")
+    model.load_state_dict(last.state_dict)
+    opt.load_state_dict(last.resume["optimizer"])
+    sched.load_state_dict(last.resume["scheduler"])
+    torch.set_rng_state(last.resume["rng"]["cpu"])
+    if "cuda" in last.resume["rng"]:
+        torch.cuda.set_rng_state(last.resume["rng"]["cuda"], torch.device(cfg.device))
+    return int(last.resume["epoch"]), float(last.resume["seconds"]), list(last.metrics.get("history", []))
+
+
+def _epoch_bar(n: int, done: int, progress: bool, name: str):
     if not progress:
-        return range(n)
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(range(n), desc=f"train {name}", unit="epoch", leave=False)
+    return tqdm(total=n, initial=done, desc=f"train {name}", unit="epoch", leave=False)
 
 
-def _train_epoch(model: QuantMLP, opt, sched, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+def _report_epoch(bar, h: dict, epochs: int) -> None:
+    if bar is None:
+        return
+    bar.update(1)
+    bar.set_postfix(loss=f"{h['loss']:.3f}", test=f"{100 * h['test_accuracy']:.2f}%")
+    bar.write(f"epoch {h['epoch']}/{epochs}: loss {h['loss']:.4f}, train {100 * h['train_accuracy']:.2f}%, "
+              f"test {100 * h['test_accuracy']:.2f}%, {h['seconds']:.1f} s")
+
+
+def _batch_bar(n: int, progress: bool):
+    if not progress:
+        return range(0, n)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(0, n), unit="batch", leave=False, mininterval=2.0)
+
+
+def _train_epoch(model, opt, sched, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 progress: bool = False) -> tuple[float, float]:
+    """One pass over (x, y) in shuffled batches; returns (mean loss, train accuracy in train mode)."""
     model.train()
     perm = torch.randperm(len(x), device=x.device)
-    for i in range(0, len(x), batch_size):
-        idx = perm[i:i + batch_size]
+    total_loss, correct = 0.0, 0
+    for b in _batch_bar(-(-len(x) // batch_size), progress):
+        idx = perm[b * batch_size:(b + 1) * batch_size]
         opt.zero_grad()
-        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        logits = model(x[idx])
+        loss = F.cross_entropy(logits, y[idx])
+        loss.backward()
         opt.step()
         sched.step()
         model.clip_weights()
+        total_loss += float(loss.detach()) * len(idx)
+        correct += int((logits.argmax(1) == y[idx]).sum())
+    return total_loss / len(x), correct / len(x)
