@@ -42,7 +42,9 @@ class Estimates:
 
     @property
     def slowest_layer(self) -> str:
-        return max(self.layers, key=lambda layer: layer.cycles).name
+        """The slowest layer's name, or how many layers share the slowest cycle count."""
+        slowest = [layer.name for layer in self.layers if layer.cycles == self.compute_cycles]
+        return slowest[0] if len(slowest) == 1 else f"{len(slowest)} layers at {self.compute_cycles} cycles"
 
     @property
     def cycles_per_image(self) -> int:

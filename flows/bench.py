@@ -1,0 +1,97 @@
+"""``flows bench``: every target built from one model, on one deploy package's test vectors.
+
+Targets come from flows.baselines, measuring and reporting from host.bench
+(the same harness the board's notebook runs). Writes ``bench.json``,
+``bench.md`` and three plots to the output folder (default ``<run>/bench/``,
+beside the package) and prints the comparison table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from flows.errors import ConfigError
+
+DEFAULT_BATCHES = (1, 16, 256, 1024, 10000)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """'1,16,256' -> (1, 16, 256); ConfigError naming the bad entry."""
+    sizes = []
+    for part in text.split(","):
+        try:
+            size = int(part)
+        except ValueError:
+            raise ConfigError(f"--batch entry {part.strip()!r} is not an integer; give e.g. 1,16,256") from None
+        if size < 1:
+            raise ConfigError(f"--batch entry {size} must be >= 1")
+        sizes.append(size)
+    return tuple(sorted(set(sizes)))
+
+
+def parse_targets(text: str | None) -> list[str]:
+    from flows.baselines import TARGETS, check_names
+
+    return list(TARGETS) if not text else check_names([t.strip() for t in text.split(",") if t.strip()])
+
+
+def default_checkpoint(deploy_dir: Path) -> Path | None:
+    """The build's checkpoint beside its deploy/ folder (``<run>/00_train/checkpoint.pt``), if any."""
+    path = deploy_dir.resolve().parent / "00_train" / "checkpoint.pt"
+    return path if path.is_file() else None
+
+
+def run(deploy_dir: Path, targets: Sequence[str] | None = None, batches: Sequence[int] = DEFAULT_BATCHES,
+        repeats: int = 20, out: Path | None = None, checkpoint: Path | None = None, extra_targets=(),
+        progress=None, threads: int = 1) -> dict:
+    """Build the targets, benchmark them, write the results; returns {"results", "environment", "paths"}.
+
+    ``threads``: intra-op threads of torch and onnxruntime. One by default: on a shared machine their
+    thread pools stall when a core is taken (torch, 2 threads, 2 busy cores: 180 ms for a batch of 16
+    TFC images that takes 0.2 ms on one thread)."""
+    import torch
+
+    from flows.baselines import TARGETS, make_targets
+    from host.bench import BenchConfig, environment, load_package, machine_label, run_benchmark, write_results
+
+    deploy_dir = Path(deploy_dir)
+    package = load_package(deploy_dir)
+    if threads < 1:
+        raise ConfigError(f"threads={threads} must be >= 1")
+    cfg = BenchConfig(batches=tuple(batches), repeats=repeats)
+    env = environment()
+    env.update(threads=threads, gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    names = list(TARGETS) if targets is None else list(targets)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        built = make_targets(names, package, checkpoint or default_checkpoint(deploy_dir), machine_label(env),
+                             threads)
+        results = run_benchmark([*built, *extra_targets], package, cfg, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+    out = Path(out) if out else deploy_dir.resolve().parent / "bench"
+    title = f"Benchmark: {package.meta.get('model', deploy_dir.name)} ({package.meta.get('board', '?')})"
+    paths = write_results(results, env, out, title,
+                          extra={"deploy_dir": str(deploy_dir.resolve()), "package": package.meta,
+                                 "batches": list(batches), "repeats": repeats, "threads": threads})
+    return {"results": results, "environment": env, "paths": paths, "title": title}
+
+
+def print_table(report: dict, console) -> None:
+    """The comparison table, with rich."""
+    from rich.table import Table
+
+    from host.bench import ROW_TITLES, machine_label, summary_rows
+
+    table = Table(title=f"{report['title']}\n{machine_label(report['environment'])}")
+    for title in ROW_TITLES.values():
+        table.add_column(title, overflow="fold")
+    rows = summary_rows(report["results"])
+    for row in rows:
+        style = {"ok": None, "skipped": "dim"}.get(row["status"], "red")
+        table.add_row(*(row[k] for k in ROW_TITLES), style=style)
+    console.print(table)
+    for row in rows:
+        if row["reason"]:
+            console.print(f"{row['target']}: {row['status']}: {row['reason']}", style="dim", highlight=False)
