@@ -23,7 +23,6 @@ Python 3.11 + numpy 2.4 on the build machine).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from host.errors import DeployVersionError, HostError, IOSpecError
+from host.errors import HostError, IOSpecError
+from host.files import read_versioned_json
 
 FORMAT = "qnn-flows-executor/1"
 JSON_NAME = "executor.json"
@@ -541,17 +541,9 @@ def _make_layer(spec: dict, arrays: dict[str, np.ndarray]) -> Layer:
 def read_files(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """executor.json (format checked first) and the arrays of executor.npz."""
     directory = Path(directory)
-    path = directory / JSON_NAME
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ExecutorFileError(f"{path} not found; the deploy package's executor/ folder holds it") from None
-    except (OSError, ValueError) as exc:
-        raise ExecutorFileError(f"{path} is not readable JSON ({exc}); re-export the design") from None
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if found != FORMAT:
-        raise DeployVersionError(f"{path} has format {found!r} but this host code reads {FORMAT!r}; "
-                                 "rebuild the package with the matching qnn-flows, or update host/")
+    meta = read_versioned_json(directory / JSON_NAME, FORMAT, ExecutorFileError,
+                               "the deploy package's executor/ folder holds it", "re-export the design",
+                               "rebuild the package with the matching qnn-flows, or update host/")
     try:
         with np.load(directory / NPZ_NAME, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

@@ -15,7 +15,6 @@ numpy and the standard library only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -24,7 +23,8 @@ import numpy as np
 
 from host import executor as executor_mod
 from host.driver import Backend, IOSpec, _batched, _check_ibuf
-from host.errors import DeployVersionError, HostError, IOSpecError
+from host.errors import HostError, IOSpecError
+from host.files import read_versioned_json
 from host.packing import pack, unpack
 from host.perf_model import DEFAULT_OVERHEAD_S, LABEL, PerfModel
 
@@ -35,18 +35,9 @@ DEPLOY_JSON = "deploy.json"
 
 def read_deploy_meta(deploy_dir: str | os.PathLike) -> dict:
     """deploy.json of a package, after checking its format is the one this host code reads."""
-    path = Path(deploy_dir) / DEPLOY_JSON
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HostError(f"{path} not found; pass the deploy/ folder a build wrote") from None
-    except (OSError, ValueError) as err:
-        raise HostError(f"{path} is not readable JSON ({err}); copy the deploy package again") from None
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if found != DEPLOY_FORMAT:
-        raise DeployVersionError(f"{path} has format {found!r} but this host code reads {DEPLOY_FORMAT!r}; "
-                                 "use the host/ folder inside that package, or rebuild it with this qnn-flows")
-    return meta
+    return read_versioned_json(Path(deploy_dir) / DEPLOY_JSON, DEPLOY_FORMAT, HostError,
+                               "pass the deploy/ folder a build wrote", "copy the deploy package again",
+                               "use the host/ folder inside that package, or rebuild it with this qnn-flows")
 
 
 class SimBackend(Backend):
