@@ -1,6 +1,5 @@
 """Folding and estimates on a 784-input TFC-W1A1, against FINN's published tutorial figures."""
 import json
-import math
 
 import numpy as np
 import pytest
