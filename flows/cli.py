@@ -85,6 +85,7 @@ def train_cmd(
     lr: float = typer.Option(0.05, help="Peak learning rate (Adam, one-cycle)."),
     seed: int = typer.Option(0, help="Seed of initialisation, shuffling and dropout."),
     dropout: float = typer.Option(0.2, help="Dropout probability of the MLPs (Brevitas uses 0.2)."),
+    shift: int = typer.Option(0, help="Augmentation: move each training image by up to this many pixels."),
     device: str = typer.Option("cpu", help="cpu, or cuda when a GPU is present."),
     out: Optional[Path] = typer.Option(None, help="Checkpoint to write (default <model>_<data>.pt); never overwritten."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run saved in <out>.last."),
@@ -94,7 +95,8 @@ def train_cmd(
 ):
     """Train a zoo model (quantisation-aware) and write a checkpoint with its config and metrics."""
     _run(lambda: _train(model, model_config, data, data_dir, not no_verify_checksums,
-                        dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, dropout=dropout), out, resume,
+                        dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, dropout=dropout,
+                             shift=shift), out, resume,
                         threads, compact))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
@@ -45,29 +46,54 @@ def _popcount_width(model: ModelWrapper, node) -> int | None:
     return None
 
 
-def run_graph(model: ModelWrapper, images: np.ndarray, scale: float = 1.0) -> StageOutput:
+ChunkCallback = Callable[[int, StageOutput, ModelWrapper, dict], None]  # (first image, its outputs, graph, tensors)
+
+
+def run_graph(model: ModelWrapper, images: np.ndarray, scale: float = 1.0,
+              on_chunk: ChunkCallback | None = None) -> StageOutput:
     """Execute ``model`` on ``images`` (batch axis first, matching the graph input's
     per-image shape). ``scale`` divides the last layer's accumulator back to integers
-    for graphs whose weights and activations still carry their float scales."""
-    import qonnx.core.onnx_exec as oxe
-
-    model = ModelWrapper(copy.deepcopy(model.model)).transform(MakeHWLayersGeneric())
+    for graphs whose weights and activations still carry their float scales.
+    ``on_chunk`` sees every batched execution with all its tensors (float results
+    depend on the batch they were computed in, so this is where to look at them)."""
+    model = executable(model)
     mm = last_matmul(model)
     k = _popcount_width(model, mm)
-    outs, taps, cache = [], [], {}
+    parts, cache = [], {}
     step = chunk_size(model)
     for start in range(0, len(images), step):
-        chunk = np.ascontiguousarray(images[start:start + step], dtype=np.float32)
+        chunk = images[start:start + step]
         if len(chunk) not in cache:
             cache[len(chunk)] = ModelWrapper(copy.deepcopy(model.model)).transform(SetBatchSize(len(chunk)))
         batched = cache[len(chunk)]
-        ctx = oxe.execute_onnx(batched, {batched.graph.input[0].name: chunk.reshape(batched.get_tensor_shape(batched.graph.input[0].name))},
-                               return_full_exec_context=True)
-        outs.append(ctx[batched.graph.output[0].name].reshape(len(chunk), -1))
-        taps.append(ctx[mm.output[0]].reshape(len(chunk), -1).astype(np.float64))
-    out, tap = np.concatenate(outs), np.concatenate(taps)
-    tap = (2 * tap - k) if k is not None else tap / scale
-    return StageOutput(_predictions(out), tap)
+        ctx = execute_batch(batched, chunk)
+        tap = ctx[mm.output[0]].reshape(len(chunk), -1).astype(np.float64)
+        part = StageOutput(_predictions(ctx[batched.graph.output[0].name].reshape(len(chunk), -1)),
+                           (2 * tap - k) if k is not None else tap / scale)
+        if on_chunk is not None:
+            on_chunk(start, part, batched, ctx)
+        parts.append(part)
+    return StageOutput(np.concatenate([p.predictions for p in parts]), np.concatenate([p.last_layer for p in parts]))
+
+
+def executable(model: ModelWrapper) -> ModelWrapper:
+    """A copy FINN's Python execution can run (specialised HW nodes back to their generic op)."""
+    return ModelWrapper(copy.deepcopy(model.model)).transform(MakeHWLayersGeneric())
+
+
+def execute_batch(batched: ModelWrapper, images: np.ndarray) -> dict:
+    """Every tensor of ``batched`` (a copy with the batch size of ``images``) for ``images``."""
+    import qonnx.core.onnx_exec as oxe
+
+    iname = batched.graph.input[0].name
+    x = np.ascontiguousarray(images, dtype=np.float32).reshape(batched.get_tensor_shape(iname))
+    return oxe.execute_onnx(batched, {iname: x}, return_full_exec_context=True)
+
+
+def full_context(model: ModelWrapper, images: np.ndarray) -> tuple[ModelWrapper, dict]:
+    """(the executed batched copy, every tensor) of ``model`` run on a few ``images`` at once."""
+    batched = executable(model).transform(SetBatchSize(len(images)))
+    return batched, execute_batch(batched, images)
 
 
 def chunk_size(model: ModelWrapper) -> int:

@@ -47,9 +47,12 @@ def _verification(r: dict) -> Table:
     v = r.get("verify")
     if not v:
         return Table("Verification", [], [])
-    rows = [[name, str(st["prediction_mismatches"]), str(st["last_layer_mismatches"]), f"{st['seconds']:.2f}"]
+    rows = [[name, str(st["prediction_mismatches"]), str(st["last_layer_mismatches"]),
+             str(st.get("at_rounding_boundary", 0)), str(st.get("tied_predictions", 0)), f"{st['seconds']:.2f}"]
             for name, st in v["stages"].items()]
-    return Table(f"Verification: {v['summary']}", ["stage", "prediction diffs", "last-layer diffs", "s"], rows)
+    return Table(f"Verification against the integer dataflow graph: {v['summary']}",
+                 ["stage", "prediction diffs", "last-layer diffs", "excused: at a rounding boundary",
+                  "excused: exact tie", "s"], rows)
 
 
 def _layers(e: dict) -> Table:

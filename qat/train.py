@@ -34,12 +34,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"  # "cuda" when a GPU is present and asked for
     dropout: float = DROPOUT  # MLPs' dropout probability (Brevitas' 0.2); CNV has none
+    shift: int = 0  # augmentation: each training image moved by up to this many pixels (zero fill)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"bad training config {self}: epochs, batch_size and lr must be positive")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"bad training config: dropout must be in [0, 1), got {self.dropout}")
+        if self.shift < 0:
+            raise ConfigError(f"bad training config: shift must be 0 or more pixels, got {self.shift}")
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def train(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, *, progress: bool = Tr
     bar = _epoch_bar(cfg.epochs, done, progress, spec.name)
     for epoch in range(done + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        loss, train_acc = _train_epoch(model, opt, sched, x, y, cfg.batch_size, progress)
+        loss, train_acc = _train_epoch(model, opt, sched, x, y, cfg.batch_size, progress, cfg.shift)
         test_acc = accuracy(model, ds.test.images, ds.test.labels)
         seconds += time.perf_counter() - start
         history.append({"epoch": epoch, "loss": round(loss, 5), "train_accuracy": round(train_acc, 5),
@@ -292,8 +295,20 @@ def _batch_bar(n: int, progress: bool):
     return tqdm(range(0, n), unit="batch", leave=False, mininterval=2.0)
 
 
+def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Move each (C, H, W) image of ``x`` by its own random offset in [-shift, shift]^2, filling with 0."""
+    if shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift)).permute(0, 2, 3, 1)  # N, H', W', C
+    dy, dx = (torch.randint(0, 2 * shift + 1, (n, 1), device=x.device) for _ in range(2))
+    rows = (torch.arange(h, device=x.device) + dy)[:, :, None]
+    cols = (torch.arange(w, device=x.device) + dx)[:, None, :]
+    return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+
 def _train_epoch(model, opt, sched, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 progress: bool = False) -> tuple[float, float]:
+                 progress: bool = False, shift: int = 0) -> tuple[float, float]:
     """One pass over (x, y) in shuffled batches; returns (mean loss, train accuracy in train mode)."""
     model.train()
     perm = torch.randperm(len(x), device=x.device)
@@ -301,7 +316,7 @@ def _train_epoch(model, opt, sched, x: torch.Tensor, y: torch.Tensor, batch_size
     for b in _batch_bar(-(-len(x) // batch_size), progress):
         idx = perm[b * batch_size:(b + 1) * batch_size]
         opt.zero_grad()
-        logits = model(x[idx])
+        logits = model(random_shift(x[idx], shift))
         loss = F.cross_entropy(logits, y[idx])
         loss.backward()
         opt.step()

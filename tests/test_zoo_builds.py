@@ -1,4 +1,4 @@
-"""`flows build` for every model of the zoo, through the estimates, with the default folding rule.
+"""`flows build` for every model of the zoo, through estimates and verification, with the default folding rule.
 
 MLPs train for one epoch on the bundled digits; CNV (which needs 32x32 images) on the
 synthetic CIFAR-shaped set of tests/synthetic.py (marked slow).
@@ -30,7 +30,7 @@ def report(run, step: str, name: str = "report.json") -> dict:
 
 
 @pytest.mark.parametrize("name", zoo_params())
-def test_zoo_model_builds_to_estimates(name, tmp_path, monkeypatch):
+def test_zoo_model_builds_and_verifies(name, tmp_path, monkeypatch):
     data = "digits"
     if name.startswith("cnv"):
         ds = synthetic_cifar(n_train=64, n_test=16)
@@ -38,13 +38,14 @@ def test_zoo_model_builds_to_estimates(name, tmp_path, monkeypatch):
         data = "cifar10"
     out = tmp_path / "run"
     cfg = dict(model=name, data=data, data_dir=tmp_path if data != "digits" else None, out=out,
-               to_step="estimate", train=TrainOptions(epochs=1))
+               to_step="verify", train=TrainOptions(epochs=1))
     if name in TOO_BIG_FOR_PYNQ_Z2:
         with pytest.raises(FitError, match="does not fit pynq-z2 at any folding.*Mbit of weights"):
             run_build(BuildConfig(**cfg))
         assert not (out / f"{STEP_NAMES.index('fold'):02d}_fold.failed" / "folding_that_fits.json").exists()
         run_build(BuildConfig(**cfg, from_step="fold", allow_overflow=True))  # goes on, saying so
         assert "at any folding" in report(out, "fold")["warning"] and not report(out, "estimate")["fits"]
+        assert_verified(out)
         return
     run_build(BuildConfig(**cfg))
     fold = report(out, "fold")
@@ -54,3 +55,14 @@ def test_zoo_model_builds_to_estimates(name, tmp_path, monkeypatch):
     est = report(out, "estimate")
     assert est["kind"] == "estimated" and est["fits"] and est["fps"] > 0 and est["layers"]
     assert est["cycles_per_image"] <= max(fold["target_cycles"], est["io_in_cycles"], est["io_out_cycles"])
+    assert_verified(out)
+
+
+def assert_verified(out) -> None:
+    """Every stage agrees with the integer dataflow graph (float stages: boundary cases excused, and listed)."""
+    v = report(out, "verify")
+    assert v["passed"] and v["reference"] == "dataflow" and list(v["stages"])[-1] == "dataflow"
+    for stage in v["stages"].values():
+        assert stage["prediction_mismatches"] == 0 and stage["last_layer_mismatches"] == 0
+        assert stage["at_rounding_boundary"] == len([c for c in stage.get("differing_images", []) if c["excused"]])
+    assert all(v["stages"][s]["at_rounding_boundary"] == 0 for s in ("streamlined", "dataflow"))
