@@ -30,7 +30,8 @@ def build(
     model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
     checkpoint: Optional[Path] = typer.Option(None, help="Trained qnn-flows checkpoint instead of training."),
     onnx: Optional[Path] = typer.Option(None, help="QONNX model instead of a checkpoint."),
-    data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist, cifar10."),
+    data: Optional[str] = typer.Option(None, help="digits (bundled; the default), digits32 (bundled digits "
+                                       "as 32x32 RGB; the default for cnv), mnist, fashion-mnist, cifar10."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_fps: Optional[float] = typer.Option(None, help="Fold for this many images/s."),
@@ -77,7 +78,8 @@ def _build(cfg) -> None:
 def train_cmd(
     model: str = typer.Option("tfc-w1a1", help="Zoo model, e.g. tfc-w2a2, cnv-w1a1."),
     model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
-    data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist, cifar10."),
+    data: Optional[str] = typer.Option(None, help="digits (bundled; the default), digits32 (bundled digits "
+                                       "as 32x32 RGB; the default for cnv), mnist, fashion-mnist, cifar10."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     epochs: int = typer.Option(40, help="Training epochs (the one-cycle schedule spans them all)."),
@@ -109,11 +111,11 @@ def _model_spec(model: str, model_config: Optional[Path]):
 def _load_data(data: str, data_dir: Optional[Path], verify: bool):
     from flows.config import DATASETS
     from flows.errors import ConfigError
-    from qat.data import load_dataset
+    from qat.data import BUNDLED, load_dataset
 
     if data not in DATASETS:
         raise ConfigError(f"unknown dataset '{data}'; known: {', '.join(DATASETS)}")
-    if data != "digits" and data_dir is None:
+    if data not in BUNDLED and data_dir is None:
         raise ConfigError(f"--data {data} needs --data-dir DIR holding its files")
     return load_dataset(data, data_dir, verify=verify)
 
@@ -130,7 +132,10 @@ def _train(model, model_config, data, data_dir, verify, options: dict, out, resu
             raise ConfigError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
 
+    from flows.config import default_data
+
     spec = _model_spec(model, model_config)
+    data = data or default_data(spec.arch)
     cfg = TrainConfig(**options)
     check_device(cfg.device)
     out = out or Path(f"{spec.name}_{data}.pt")

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flows.errors import ConfigError
-from qat.data import DATASETS
+from qat.data import BUNDLED, DATASETS
 
 DEFAULT_MODEL = "tfc-w1a1"
 
@@ -21,6 +21,11 @@ class TrainOptions:
     seed: int = 0
 
 
+def default_data(model: str | None) -> str:
+    """The bundled dataset a zoo model trains on when none is named: CNV needs 32x32 images."""
+    return "digits32" if model and model.split("-")[0] == "cnv" else "digits"
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """One ``flows build``: what to build, for which board, and where."""
@@ -30,7 +35,7 @@ class BuildConfig:
     model_config: Path | None = None  # YAML/JSON per-layer bit widths (qat.models.load_model_config) instead
     checkpoint: Path | None = None  # trained qnn-flows checkpoint
     onnx: Path | None = None  # QONNX file instead of a checkpoint
-    data: str = "digits"
+    data: str | None = None  # default: digits, or digits32 for CNV (default_data)
     data_dir: Path | None = None
     verify_checksums: bool = True
     target_fps: float | None = None  # fold for this rate instead of the DMA bound
@@ -52,9 +57,11 @@ class BuildConfig:
             raise ConfigError("give --target-fps or --folding, not both")
         if self.target_fps is not None and self.target_fps <= 0:
             raise ConfigError(f"--target-fps must be positive, got {self.target_fps}")
+        if self.data is None:
+            object.__setattr__(self, "data", default_data(self.model))
         if self.data not in DATASETS:
             raise ConfigError(f"unknown dataset '{self.data}'; known: {', '.join(DATASETS)}")
-        if self.data != "digits" and self.data_dir is None:
+        if self.data not in BUNDLED and self.data_dir is None:
             raise ConfigError(f"--data {self.data} needs --data-dir DIR holding its files")
 
     @property

@@ -52,8 +52,8 @@ def check_image_shape(image_shape: Sequence[int]) -> None:
     _, h, w = image_shape
     if feature_side(h) < 1 or feature_side(w) < 1:
         raise ConfigError(f"cnv needs images of at least 32x32 pixels: its unpadded convolutions and pools "
-                          f"shrink {h}x{w} images to nothing; train cnv on cifar10, or an MLP "
-                          "(tfc, sfc, lfc, lenet) on 28x28 or 8x8 images")
+                          f"shrink {h}x{w} images to nothing; use --data cifar10 or the bundled digits32 "
+                          "(32x32), or an MLP (tfc, sfc, lfc, lenet) on 28x28 or 8x8 images")
 
 
 def input_quantiser(bits: int) -> QuantIdentity:

@@ -1,4 +1,4 @@
-"""Dataset loading for QAT: digits, MNIST, Fashion-MNIST and CIFAR-10 as raw uint8 arrays.
+"""Dataset loading for QAT: digits (and digits32), MNIST, Fashion-MNIST and CIFAR-10 as raw uint8 arrays.
 
 Contract:
 
@@ -30,7 +30,8 @@ import numpy as np
 
 from flows.errors import DatasetError
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
+DATASETS: tuple[str, ...] = ("digits", "digits32", "mnist", "fashion-mnist", "cifar10")
+BUNDLED: tuple[str, ...] = ("digits", "digits32")  # need no data dir
 
 NUM_CLASSES = 10
 _IDX_IMAGES_MAGIC = 2051
@@ -142,6 +143,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, verify: bool 
         raise DatasetError(f"unknown dataset '{name}': known datasets are {', '.join(DATASETS)}")
     if name == "digits":
         return _load_digits()
+    if name == "digits32":
+        return _load_digits32()
     if data_dir is None:
         raise DatasetError(f"dataset '{name}' needs --data-dir (data_dir): {dataset_dir_hint(name)}")
     root = Path(data_dir).expanduser()
@@ -152,8 +155,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, verify: bool 
 
 def dataset_dir_hint(name: str) -> str:
     """One line saying which files dataset ``name`` needs and where under DIR they are looked for."""
-    if name == "digits":
-        return "digits is bundled with scikit-learn and needs no data dir"
+    if name in BUNDLED:
+        return f"{name} is made from the digits bundled with scikit-learn and needs no data dir"
     if name == "cifar10":
         files = ", ".join((*_CIFAR_TRAIN, _CIFAR_TEST))
         return f"put the CIFAR-10 python batches ({files}) in DIR/{_CIFAR_FOLDER} or DIR"
@@ -178,6 +181,21 @@ def _load_digits() -> Dataset:
     labels = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(images, labels, test_size=0.25, random_state=0, stratify=labels)
     return Dataset("digits", _split(x_tr, y_tr), _split(x_te, y_te), pixel_max=16, num_classes=NUM_CLASSES)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_digits32() -> Dataset:
+    """The same digits and split, CIFAR-shaped: each pixel a 4x4 block (32x32), grey in all 3 channels.
+
+    Not CIFAR-10, and named so: it lets CNV (32x32 RGB in) run offline on real images.
+    """
+    digits = _load_digits()
+
+    def grow(split: Split) -> Split:
+        return _split(split.images.repeat(4, axis=2).repeat(4, axis=3).repeat(3, axis=1), split.labels)
+
+    return Dataset("digits32", grow(digits.train), grow(digits.test), pixel_max=digits.pixel_max,
+                   num_classes=NUM_CLASSES)
 
 
 # ----------------------------------------------------------------------------- shared helpers

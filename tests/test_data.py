@@ -93,7 +93,7 @@ def error_of(name: str, data_dir, **kwargs) -> str:
 
 
 def test_datasets_tuple_and_hint():
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10")
+    assert DATASETS == ("digits", "digits32", "mnist", "fashion-mnist", "cifar10")
     assert "MNIST/raw" in dataset_dir_hint("mnist") and "train-images-idx3-ubyte.gz" in dataset_dir_hint("mnist")
     assert "FashionMNIST/raw" in dataset_dir_hint("fashion-mnist")
     assert "cifar-10-batches-py" in dataset_dir_hint("cifar10")
@@ -143,6 +143,25 @@ def test_digits_split_is_deterministic_and_stratified():
     # Stratified: every class holds about a quarter of its images in the test split.
     total = np.bincount(first.train.labels, minlength=10) + np.bincount(first.test.labels, minlength=10)
     assert np.all(np.abs(np.bincount(first.test.labels, minlength=10) - total * 0.25) <= 1)
+
+
+def test_digits32_is_the_same_digits_as_32x32_rgb():
+    small, big = load_dataset("digits"), load_dataset("digits32", "/ignored")
+    assert big.name == "digits32" and big.image_shape == (3, 32, 32) and big.pixel_max == small.pixel_max
+    assert np.array_equal(big.test.labels, small.test.labels) and len(big.train) == len(small.train)
+    for channel in range(3):  # each pixel a 4x4 block, in every channel
+        assert np.array_equal(big.test.images[:, channel, ::4, ::4], small.test.images[:, 0])
+        assert np.array_equal(big.test.images[:, channel, 3::4, 3::4], small.test.images[:, 0])
+    assert not big.test.images.flags.writeable
+
+
+def test_cnv_defaults_to_digits32_and_mlps_to_digits():
+    from flows.config import BuildConfig
+
+    assert BuildConfig(model="cnv-w1a1").data == "digits32"
+    assert BuildConfig(model="cnv-w1a1").run_name == "cnv-w1a1_pynq-z2_digits32"
+    assert BuildConfig(model="tfc-w2a2").data == BuildConfig().data == "digits"
+    assert BuildConfig(model="cnv-w1a1", data="cifar10", data_dir=Path("/d")).data == "cifar10"
 
 
 def test_cached_arrays_are_read_only():

@@ -83,7 +83,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (["train", "--model", "cnv-w1a1"], 2, "cnv needs images of at least 32x32"),
+    (["train", "--model", "cnv-w1a1", "--data", "digits"], 2, "cnv needs images of at least 32x32"),
     (["train", "--device", "cuda:7"], 2, "--device"),
     (["train", "--resume", "--out", "{tmp}/x.pt"], 2, "nothing to resume"),
     (["train", "--data", "mnist"], 2, "needs --data-dir"),
@@ -106,3 +106,21 @@ def test_compact_checkpoint_computes_the_same(tmp_path):
     assert compact.stat().st_size < full.stat().st_size / 2
     x = torch.from_numpy(ds.test.images.astype("float32"))
     assert torch.equal(load_checkpoint(full).model()(x), load_checkpoint(compact).model()(x))
+
+
+def test_random_shift_moves_each_image_by_at_most_shift_and_fills_zeros():
+    import torch
+
+    from qat.train import random_shift
+
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, 0, 4, 4] = 1.0  # one lit pixel per image
+    y = random_shift(x, 2)
+    assert y.shape == x.shape and torch.equal(y.sum(dim=(1, 2, 3)), torch.ones(64))  # moved, never cut
+    rows, cols = (y[:, 0] == 1).nonzero()[:, 1], (y[:, 0] == 1).nonzero()[:, 2]
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len({(int(r), int(c)) for r, c in zip(rows, cols)}) > 10  # offsets differ image by image
+    assert torch.equal(random_shift(x, 0), x)
+    with pytest.raises(ConfigError, match="shift"):
+        TrainConfig(shift=-1)
