@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BOUNDARY = 1e-3  # in quantiser steps; the float32 error of these layers is thousands of times smaller
-MAX_CASES = 50  # more differing images than this is not float rounding
+BOUNDARY = 1e-3  # quantiser steps; the largest seen in the zoo on MNIST is 1.8e-4 (bench/results/zoo_*.md)
+ANALYSIS_BYTES = 1 << 29  # at most this much kept of differing images' decisions (CNV: ~0.9 MB an image)
 
 
 @dataclass
@@ -33,6 +33,15 @@ class Decisions:
 
     counts: list[np.ndarray]
     margins: list[np.ndarray] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.counts, *(self.margins or [])))
+
+    def compact(self) -> "Decisions":
+        """Levels as int16 (they are < 2^15), margins as float32: what is kept per image."""
+        return Decisions([c.astype(np.int16) for c in self.counts],
+                         None if self.margins is None else [m.astype(np.float32) for m in self.margins])
 
     def take(self, rows) -> "Decisions":
         return Decisions([c[rows] for c in self.counts],

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from flows.boundary import MAX_CASES, Decisions, TorchTaps, context_decisions, explain, graph_decisions
+from flows.boundary import ANALYSIS_BYTES, Decisions, TorchTaps, context_decisions, explain, graph_decisions
 from flows.execute import StageOutput, last_layer_scale, run_graph, to_graph_input
 
 # (stage name, build step whose model.onnx it runs, True if its last layer carries float scales)
@@ -54,23 +54,27 @@ class Recorder:
     on the batch shape, so re-running an image alone may not reproduce them)."""
 
     def __init__(self, ref: StageOutput):
-        self.ref, self.images, self.parts, self.too_many = ref, [], [], False
+        self.ref, self.images, self.parts, self.bytes, self.too_many = ref, [], [], 0, False
 
     def keep(self, start: int, part: StageOutput, decisions_of) -> None:
         n = len(part.predictions)
         ref = StageOutput(self.ref.predictions[start:start + n], self.ref.last_layer[start:start + n])
         wrong_prediction, wrong_layer, _ = differing(ref, part, exact=False)
         rows = np.nonzero(wrong_prediction | wrong_layer)[0]
-        self.too_many |= len(self.images) + len(rows) > MAX_CASES
-        if len(rows) and not self.too_many:
+        if len(rows) == 0 or self.too_many:
+            return
+        decisions = decisions_of(rows).compact()
+        self.bytes += decisions.nbytes
+        self.too_many = self.bytes > ANALYSIS_BYTES  # then nothing is excused: the stage fails, saying why
+        if not self.too_many:
             self.images.extend(int(start + r) for r in rows)
-            self.parts.append(decisions_of(rows))
+            self.parts.append(decisions)
 
     def on_graph_chunk(self, start: int, part: StageOutput, batched, ctx: dict) -> None:
         self.keep(start, part, lambda rows: context_decisions(batched, ctx, rows, float_stage=True))
 
     def explained(self, hardware_model, images: np.ndarray) -> dict[int, dict]:
-        """flows.boundary's verdict per differing image (none when there were too many to excuse)."""
+        """flows.boundary's verdict per differing image (none when too many to analyse)."""
         if not self.images or self.too_many:
             return {}
         index = np.array(self.images)
@@ -155,6 +159,9 @@ def verify_stages(build) -> tuple[dict, dict[str, StageOutput]]:
     for name, out in outputs.items():
         explained = recorders[name].explained(hardware_model, images) if recorders.get(name) else None
         stages[name] = {**compare(ref, out, exact[name], labels, explained), "seconds": seconds[name]}
+        if recorders.get(name) and recorders[name].too_many:
+            stages[name]["not_analysed"] = (f"too many differing images to analyse within "
+                                            f"{ANALYSIS_BYTES >> 20} MB; none excused")
     report = {"kind": "simulated", "passed": not _failed(stages), "reference": "dataflow",
               "images": int(len(labels)), "dataset": build.dataset.name, "stages": stages,
               "summary": summarise(stages, len(labels), build.dataset.name)}
