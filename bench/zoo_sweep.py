@@ -27,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--board", default="pynq-z2")
     p.add_argument("--archs", default="tfc,sfc,lfc,lenet", help="comma-separated: tfc, sfc, lfc, lenet, cnv")
+    p.add_argument("--models", default=None, help="comma-separated zoo names instead of --archs")
     p.add_argument("--data", default="digits")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--epochs", type=int, default=1)
@@ -105,8 +106,9 @@ def main(argv=None) -> int:
     from qat.models import known_models
 
     archs = args.archs.split(",")
+    names = args.models.split(",") if args.models else [m for m in known_models() if m.split("-")[0] in archs]
     rows = []
-    for name in (m for m in known_models() if m.split("-")[0] in archs):
+    for name in names:
         rows.append(sweep_one(name, args))
         print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
