@@ -59,7 +59,7 @@ class Recorder:
     def keep(self, start: int, part: StageOutput, decisions_of) -> None:
         n = len(part.predictions)
         ref = StageOutput(self.ref.predictions[start:start + n], self.ref.last_layer[start:start + n])
-        wrong_prediction, wrong_layer, _ = differing(ref, part, exact=False)
+        wrong_prediction, wrong_layer, _, _ = differing(ref, part, exact=False)
         rows = np.nonzero(wrong_prediction | wrong_layer)[0]
         if len(rows) == 0 or self.too_many:
             return
@@ -82,8 +82,9 @@ class Recorder:
         return dict(zip(self.images, explain(Decisions.stack(self.parts), hardware)))
 
 
-def differing(ref: StageOutput, out: StageOutput, exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(prediction differs, last layer differs, distance) per image, against the hardware ``ref``.
+def differing(ref: StageOutput, out: StageOutput, exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(prediction differs, last layer differs, distance) per image against the hardware ``ref``,
+    and the last layer's tolerance.
 
     A float stage's prediction that differs only by taking another class tied with the
     hardware's on the exact integers of the last layer is a tie, not a difference: which
@@ -96,7 +97,7 @@ def differing(ref: StageOutput, out: StageOutput, exact: bool) -> tuple[np.ndarr
     if not exact:
         rows = np.arange(len(ints))
         wrong_prediction &= ints[rows, out.predictions] != ints[rows, ref.predictions]
-    return wrong_prediction, (distance > tolerance).any(axis=1), distance
+    return wrong_prediction, (distance > tolerance).any(axis=1), distance, tolerance
 
 
 def compare(ref: StageOutput, out: StageOutput, exact: bool, labels: np.ndarray,
@@ -104,7 +105,7 @@ def compare(ref: StageOutput, out: StageOutput, exact: bool, labels: np.ndarray,
     """One stage against the integer hardware: identical predictions; last-layer accumulators
     equal exactly (integer stages) or within float32 rounding (float stages). ``explained``
     maps differing images to flows.boundary's verdict; the excused ones are not counted."""
-    wrong_prediction, wrong_layer, distance = differing(ref, out, exact)
+    wrong_prediction, wrong_layer, distance, tolerance = differing(ref, out, exact)
     explained = explained or {}
     excused = np.zeros(len(distance), bool)
     excused[[i for i, e in explained.items() if e["excused"]]] = True
@@ -113,7 +114,7 @@ def compare(ref: StageOutput, out: StageOutput, exact: bool, labels: np.ndarray,
               "prediction_mismatches": int((wrong_prediction & kept).sum()),
               "last_layer_mismatches": int((wrong_layer & kept).sum()),
               "max_distance_from_reference": float(distance[kept].max(initial=0.0)),
-              "tolerance": 0.0 if exact else integer_tolerance(out.last_layer),
+              "tolerance": tolerance,
               "arithmetic": "integer" if exact else "float32", "at_rounding_boundary": int(excused.sum()),
               "tied_predictions": int(((out.predictions != ref.predictions) & ~wrong_prediction).sum())}
     if explained:
