@@ -43,10 +43,6 @@ class Decisions:
         return Decisions([c.astype(np.int16) for c in self.counts],
                          None if self.margins is None else [m.astype(np.float32) for m in self.margins])
 
-    def take(self, rows) -> "Decisions":
-        return Decisions([c[rows] for c in self.counts],
-                         None if self.margins is None else [m[rows] for m in self.margins])
-
     @staticmethod
     def stack(parts: list["Decisions"]) -> "Decisions":
         margins = None if parts[0].margins is None else [np.concatenate(m) for m in zip(*(p.margins for p in parts))]
