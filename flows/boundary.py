@@ -84,13 +84,15 @@ def context_decisions(batched, ctx: dict, rows: np.ndarray, float_stage: bool) -
     """The decisions of images ``rows`` of an executed batched graph (``ctx``: all its tensors)."""
     nodes = [node for node in batched.graph.node if _is_activation(batched, node)]
 
-    def per_image(node, values):
-        return _nchw(batched, node.output[0], values)[rows].reshape(len(rows), -1)
+    def per_image(node, read):
+        """``read`` on just the ``rows`` images of the node's input and output (not the whole batch)."""
+        rows_only = {**ctx, node.input[0]: ctx[node.input[0]][rows], node.output[0]: ctx[node.output[0]][rows]}
+        return _nchw(batched, node.output[0], read(batched, node, rows_only)).reshape(len(rows), -1)
 
-    counts = [per_image(node, _counts(batched, node, ctx)) for node in nodes]
+    counts = [per_image(node, _counts) for node in nodes]
     if not float_stage:
         return Decisions(counts)
-    return Decisions(counts, [per_image(node, _margins(batched, node, ctx)) for node in nodes])
+    return Decisions(counts, [per_image(node, _margins) for node in nodes])
 
 
 def _is_activation(model, node) -> bool:
