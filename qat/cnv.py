@@ -67,17 +67,21 @@ class QuantCNV(nn.Module):
     """Quantised CNV over raw pixels: (N, C, H, W) in [0, pixel_max] -> (N, classes) logits.
 
     ``weight_bits`` has one entry per layer (6 convolutions then 3 linears),
-    ``act_bits`` one per hidden activation (6 then 2), ``in_bits`` is the input quantiser's.
+    ``act_bits`` one per hidden activation (6 then 2), ``in_bits`` is the input quantiser's;
+    ``widths`` (optional) the 6 convolutions' output channels then the 2 hidden linear widths.
     """
 
     def __init__(self, weight_bits: Sequence[int], act_bits: Sequence[int], in_bits: int,
-                 image_shape: Sequence[int], num_classes: int, pixel_max: int):
+                 image_shape: Sequence[int], num_classes: int, pixel_max: int,
+                 widths: Sequence[int] | None = None):
         super().__init__()
         check_image_shape(image_shape)
         channels, h, w = image_shape
         self.register_buffer("pixel_scale", torch.tensor(2.0 / pixel_max))
         self.conv_features = nn.ModuleList([input_quantiser(in_bits)])
-        for i, (out_ch, pool) in enumerate(CNV_OUT_CH_POOL):
+        widths = tuple(widths) if widths is not None else (*(ch for ch, _ in CNV_OUT_CH_POOL), *CNV_FC)
+        conv_widths, fc_widths = widths[:len(CNV_OUT_CH_POOL)], widths[len(CNV_OUT_CH_POOL):]
+        for i, (out_ch, (_, pool)) in enumerate(zip(conv_widths, CNV_OUT_CH_POOL)):
             self.conv_features.extend([
                 QuantConv2d(channels, out_ch, KERNEL_SIZE, bias=False,
                             weight_quant=WeightQuant, weight_bit_width=weight_bits[i]),
@@ -87,9 +91,9 @@ class QuantCNV(nn.Module):
             if pool:
                 self.conv_features.append(nn.MaxPool2d(POOL_SIZE))
             channels = out_ch
-        widths = (channels * feature_side(h) * feature_side(w), *CNV_FC)
+        widths = (channels * feature_side(h) * feature_side(w), *fc_widths)
         self.linear_features = nn.ModuleList()
-        for j, out_features in enumerate(CNV_FC):
+        for j, out_features in enumerate(fc_widths):
             k = len(CNV_OUT_CH_POOL) + j
             self.linear_features.extend([
                 QuantLinear(widths[j], out_features, bias=False,

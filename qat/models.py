@@ -11,7 +11,10 @@ for the flow's sake:
   absorb it into the label-select layer.
 
 Per-layer bit widths come from a model config (YAML or JSON), e.g.
-``{arch: tfc, weight_bits: [8, 2, 2, 8], act_bits: [2, 2, 2], in_bits: 8}``.
+``{arch: tfc, weight_bits: [8, 2, 2, 8], act_bits: [2, 2, 2], in_bits: 8}``;
+per-layer widths (hidden neurons of an MLP; convolution channels then hidden
+linear widths of CNV) optionally too, ``widths: [48, 64, 32]``: a pruned model
+is a spec like any other. Without ``widths`` the architecture's own apply.
 """
 from __future__ import annotations
 
@@ -54,7 +57,15 @@ ARCHS: dict[str, Arch] = {
     **{name: Arch(len(hidden) + 1, len(hidden), None) for name, hidden in MLP_HIDDEN.items()},
     "cnv": Arch(cnv.N_WEIGHT_LAYERS, cnv.N_ACT_LAYERS, cnv.IN_BITS),
 }
-SPEC_FIELDS = ("arch", "weight_bits", "act_bits", "in_bits")
+SPEC_FIELDS = ("arch", "weight_bits", "act_bits", "in_bits", "widths")
+
+
+def default_widths(arch: str) -> tuple[int, ...]:
+    """The architecture's own per-layer widths: MLP hidden layers; CNV's convolution channels, then its
+    hidden linear widths."""
+    if arch == "cnv":
+        return (*(ch for ch, _ in cnv.CNV_OUT_CH_POOL), *cnv.CNV_FC)
+    return MLP_HIDDEN[arch]
 
 
 def default_in_bits(arch: str, act_bits: int) -> int:
@@ -71,17 +82,26 @@ class ModelSpec:
     weight_bits: tuple[int, ...]  # one per QuantLinear/QuantConv2d
     act_bits: tuple[int, ...]  # one per hidden activation
     in_bits: int  # input quantiser
+    widths: tuple[int, ...] | None = None  # one per hidden layer (default_widths); None: the architecture's
+
+    @property
+    def layer_widths(self) -> tuple[int, ...]:
+        """The widths this model is built with: ``widths`` or the architecture's own."""
+        return self.widths if self.widths is not None else default_widths(self.arch)
 
     @property
     def name(self) -> str:
         w, a = self.weight_bits[0], self.act_bits[0]
         uniform = (set(self.weight_bits) == {w} and set(self.act_bits) == {a}
-                   and self.in_bits == default_in_bits(self.arch, a))
+                   and self.in_bits == default_in_bits(self.arch, a)
+                   and self.layer_widths == default_widths(self.arch))
         return f"{self.arch}-w{w}a{a}" if uniform else f"{self.arch}-custom"
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "weight_bits": list(self.weight_bits),
-                "act_bits": list(self.act_bits), "in_bits": self.in_bits}
+        """The spec as a plain dict; ``widths`` only when given, so zoo specs read as they always have."""
+        d = {"arch": self.arch, "weight_bits": list(self.weight_bits),
+             "act_bits": list(self.act_bits), "in_bits": self.in_bits}
+        return d if self.widths is None else {**d, "widths": list(self.widths)}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "model config") -> "ModelSpec":
@@ -105,7 +125,9 @@ class ModelSpec:
         act_bits = _bit_list(d["act_bits"], layers.act_layers, "act_bits", arch, source)
         in_bits = d.get("in_bits")
         in_bits = default_in_bits(arch, act_bits[0]) if in_bits is None else _bits(in_bits, "in_bits", source)
-        return validate(cls(arch, weight_bits, act_bits, in_bits))
+        widths = d.get("widths")
+        widths = None if widths is None else _width_list(widths, len(default_widths(arch)), arch, source)
+        return validate(cls(arch, weight_bits, act_bits, in_bits, widths))
 
 
 def _bits(value, field: str, source: str) -> int:
@@ -123,6 +145,14 @@ def _bit_list(value, n: int, field: str, arch: str, source: str) -> tuple[int, .
         raise ConfigError(f"{source}: field '{field}' needs {n} bit widths for {arch} (one per layer) "
                           f"or one integer for all, got {got}")
     return tuple(_bits(v, field, source) for v in value)
+
+
+def _width_list(value, n: int, arch: str, source: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        raise ConfigError(f"{source}: field 'widths' needs {n} positive integers for {arch} (one per hidden "
+                          f"layer, default {list(default_widths(arch))}), got {value!r}")
+    return tuple(value)
 
 
 def load_model_config(path: str | Path) -> ModelSpec:
@@ -166,6 +196,8 @@ def validate(spec: ModelSpec) -> ModelSpec:
     for b in (*spec.weight_bits, *spec.act_bits, spec.in_bits):
         if not 1 <= b <= MAX_BITS:
             raise ConfigError(f"bit width {b} is out of range; use 1 (binary) to {MAX_BITS}")
+    if spec.widths is not None and (len(spec.widths) != len(default_widths(spec.arch)) or min(spec.widths) < 1):
+        raise ConfigError(f"{spec.arch} needs {len(default_widths(spec.arch))} positive widths, got {list(spec.widths)}")
     return spec
 
 
@@ -179,7 +211,7 @@ class QuantMLP(nn.Module):
         self.register_buffer("pixel_scale", torch.tensor(2.0 / pixel_max))
         self.features = nn.ModuleList([QuantIdentity(act_quant=ActQuant, bit_width=spec.in_bits),
                                        nn.Dropout(dropout)])
-        widths = (in_features, *MLP_HIDDEN[spec.arch])
+        widths = (in_features, *spec.layer_widths)
         for i, out_features in enumerate(widths[1:]):
             self.features.extend([
                 QuantLinear(widths[i], out_features, bias=False,
@@ -213,7 +245,8 @@ def build_model(spec: ModelSpec, image_shape: tuple[int, int, int], num_classes:
     """The untrained model of ``spec`` for (C, H, W) images; CNV refuses images under 32x32.
     ``dropout`` (MLPs only, as in Brevitas; CNV has none) matters only in training."""
     if spec.arch == "cnv":
-        model = cnv.QuantCNV(spec.weight_bits, spec.act_bits, spec.in_bits, image_shape, num_classes, pixel_max)
+        model = cnv.QuantCNV(spec.weight_bits, spec.act_bits, spec.in_bits, image_shape, num_classes, pixel_max,
+                             spec.layer_widths)
         model.spec = spec
         return model
     in_features = image_shape[0] * image_shape[1] * image_shape[2]

@@ -30,7 +30,7 @@ class TrainConfig:
 
     epochs: int = 40
     batch_size: int = 128
-    lr: float = 0.05  # Adam, cosine-annealed to zero
+    lr: float = 0.05  # peak learning rate of Adam under a one-cycle schedule (OneCycleLR)
     seed: int = 0
     device: str = "cpu"  # "cuda" when a GPU is present and asked for
     dropout: float = DROPOUT  # MLPs' dropout probability (Brevitas' 0.2); CNV has none
@@ -154,21 +154,54 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> 
 
 
 EpochCallback = Callable[[int, dict], None]  # (epochs done, that epoch's metrics)
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels, images) -> loss
+OptimizerFn = Callable[[list, float], torch.optim.Optimizer]  # (parameters, peak lr) -> optimiser
+StepCallback = Callable[[torch.nn.Module, int], None]  # (model, optimiser steps done so far)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+def adam(params: list, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr)
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """What a compression technique changes in training, without forking the loop.
+
+    ``loss`` replaces cross-entropy (distillation: a teacher's soft targets on the same
+    images); ``optimizer`` replaces Adam (the one-cycle schedule drives whichever is made);
+    ``after_step`` runs after every optimiser step and weight clipping (gradual pruning:
+    recompute and apply masks). Exact resume holds when the hooks are functions of the
+    model and the step count only, as these are.
+    """
+
+    loss: LossFn = cross_entropy
+    optimizer: OptimizerFn = adam
+    after_step: StepCallback | None = None
 
 
 def train(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, *, progress: bool = True,
           state_path: Path | None = None, resume: bool = False,
-          on_epoch: EpochCallback | None = None) -> Checkpoint:
+          on_epoch: EpochCallback | None = None, hooks: TrainHooks = TrainHooks(),
+          init_state: dict | None = None) -> Checkpoint:
     """Train ``spec`` on ``ds.train``; return a checkpoint with test accuracy and wall time.
 
     With ``state_path`` every finished epoch is saved there (model, optimiser, scheduler,
     RNG states) and ``resume`` continues from it: an interrupted run resumed gives
     the same weights as an uninterrupted one. ``on_epoch`` is called after each save.
+    ``init_state`` (a state dict of the same spec) starts from trained weights instead of
+    a random initialisation: fine-tuning. ``hooks`` change the loss, the optimiser and
+    what happens after each step (TrainHooks).
     """
     check_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(spec, ds.image_shape, ds.num_classes, ds.pixel_max, cfg.dropout).to(cfg.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    opt = hooks.optimizer(list(model.parameters()), cfg.lr)
     steps = cfg.epochs * -(-len(ds.train.labels) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
     done, seconds, history = 0, 0.0, []
@@ -178,7 +211,7 @@ def train(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, *, progress: bool = Tr
     bar = _epoch_bar(cfg.epochs, done, progress, spec.name)
     for epoch in range(done + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        loss, train_acc = _train_epoch(model, opt, sched, x, y, cfg.batch_size, progress, cfg.shift)
+        loss, train_acc = _train_epoch(model, opt, sched, x, y, cfg.batch_size, progress, cfg.shift, hooks)
         test_acc = accuracy(model, ds.test.images, ds.test.labels)
         seconds += time.perf_counter() - start
         history.append({"epoch": epoch, "loss": round(loss, 5), "train_accuracy": round(train_acc, 5),
@@ -199,7 +232,8 @@ def train(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, *, progress: bool = Tr
 
 
 def train_to_file(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, out: Path, *, resume: bool = False,
-                  progress: bool = True, on_epoch: EpochCallback | None = None, compact: bool = False) -> Checkpoint:
+                  progress: bool = True, on_epoch: EpochCallback | None = None, compact: bool = False,
+                  hooks: TrainHooks = TrainHooks(), init_state: dict | None = None) -> Checkpoint:
     """Train and save to ``out``, keeping a resumable ``<out>.last`` until the run is complete.
 
     Refuses before training when ``out`` exists, when ``--resume`` has nothing to resume,
@@ -216,7 +250,8 @@ def train_to_file(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, out: Path, *, 
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {out.parent}: {exc.strerror}") from None
-    ckpt = train(spec, ds, cfg, progress=progress, state_path=last, resume=resume, on_epoch=on_epoch)
+    ckpt = train(spec, ds, cfg, progress=progress, state_path=last, resume=resume, on_epoch=on_epoch,
+                 hooks=hooks, init_state=init_state)
     ckpt.save(out, compact=compact)
     last.unlink()
     return ckpt
@@ -308,7 +343,7 @@ def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 def _train_epoch(model, opt, sched, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 progress: bool = False, shift: int = 0) -> tuple[float, float]:
+                 progress: bool = False, shift: int = 0, hooks: TrainHooks = TrainHooks()) -> tuple[float, float]:
     """One pass over (x, y) in shuffled batches; returns (mean loss, train accuracy in train mode)."""
     model.train()
     perm = torch.randperm(len(x), device=x.device)
@@ -316,12 +351,15 @@ def _train_epoch(model, opt, sched, x: torch.Tensor, y: torch.Tensor, batch_size
     for b in _batch_bar(-(-len(x) // batch_size), progress):
         idx = perm[b * batch_size:(b + 1) * batch_size]
         opt.zero_grad()
-        logits = model(random_shift(x[idx], shift))
-        loss = F.cross_entropy(logits, y[idx])
+        images = random_shift(x[idx], shift)
+        logits = model(images)
+        loss = hooks.loss(logits, y[idx], images)
         loss.backward()
         opt.step()
         sched.step()
         model.clip_weights()
+        if hooks.after_step is not None:
+            hooks.after_step(model, sched.last_epoch)
         total_loss += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y[idx]).sum())
     return total_loss / len(x), correct / len(x)
