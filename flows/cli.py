@@ -203,6 +203,49 @@ def _bench(deploy_dir: Path, targets, batch: str, repeats: int, out, checkpoint,
     console.print(f"wrote {report['paths']['json'].parent}")
 
 
+@app.command("search")
+def search_cmd(
+    model: str = typer.Option("tfc", help="Architecture to search (tfc, sfc, lfc, lenet), or a zoo name such as "
+                              "lfc-w1a1 (its architecture)."),
+    board: str = typer.Option("pynq-z2", help="Target board (see boards/)."),
+    data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
+    target_accuracy: float = typer.Option(0.9, help="Accuracy a design must reach (validation split), e.g. 0.98."),
+    trials: int = typer.Option(30, help="Finished trials the study should hold (across all workers)."),
+    space: Optional[Path] = typer.Option(None, help="YAML/JSON search space (default: every layer's bits and "
+                                         "pruning ratio; see flows/search/space.py)."),
+    sampler: str = typer.Option("tpe", help="tpe, nsga2, random, or rf (random-forest surrogate)."),
+    epochs: int = typer.Option(10, help="Training epochs per trial (and per retraining)."),
+    seeds: int = typer.Option(3, help="Seeds each Pareto point and uniform model is retrained with."),
+    seed: int = typer.Option(0, help="Seed of the sampler and of training."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db "
+                                          "(default: SQLite in <out>/study.db)."),
+    worker: bool = typer.Option(False, "--worker", help="Only run trials of the shared study; no report."),
+    threads: int = typer.Option(1, help="PyTorch threads per worker."),
+    out: Path = typer.Option(Path("build/search"), help="Run folder (study, trials, report)."),
+):
+    """Search per-layer bit widths and pruning for the cheapest design at a target accuracy (Pareto report)."""
+    _run(lambda: _search(model, dict(board=board, data=data, data_dir=data_dir,
+                                     verify_checksums=not no_verify_checksums, target_accuracy=target_accuracy,
+                                     trials=trials, space=space, sampler=sampler, epochs=epochs, seeds=seeds,
+                                     seed=seed, storage=storage, worker=worker, threads=threads, out=out)))
+
+
+def _search(model: str, options: dict) -> None:
+    from rich.console import Console
+
+    from flows.search import SearchConfig, search
+
+    console = Console(stderr=True)
+    report = search(SearchConfig(arch=model.split("-")[0], **options), progress=console.print)
+    if report is None:
+        console.print("worker done: the study holds the requested trials")
+        return
+    typer.echo((Path(options["out"]) / "report.md").read_text())
+    console.print(f"wrote {Path(options['out']) / 'report.md'} and report.json, plots")
+
+
 def _run(fn) -> None:
     try:
         fn()

@@ -9,6 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
 scripts/setup-board-env.sh
+scripts/setup-postgres.sh  # the server binaries of the distributed-search test (the test starts its own server)
 echo "[test] main suite"
 .venv/bin/python -m pytest --rootdir="$root" "$@"
 echo "[test] board-image suite (Python 3.10, numpy 1.21, pynq 3.0.1)"

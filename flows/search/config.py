@@ -1,0 +1,69 @@
+"""The typed configuration of one ``flows search``, validated on creation."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from flows.errors import ConfigError
+from qat.data import BUNDLED, DATASETS
+
+SAMPLERS = ("tpe", "nsga2", "random", "rf")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What to search, for which board and data, how long, and where the study lives."""
+
+    arch: str = "tfc"  # an MLP of the zoo (tfc, sfc, lfc, lenet); a zoo name (lfc-w1a1) names its arch
+    board: str = "pynq-z2"
+    data: str = "digits"
+    data_dir: Path | None = None
+    verify_checksums: bool = True
+    target_accuracy: float = 0.9  # on the validation split (a part of the training split, never the test split)
+    trials: int = 30  # finished trials (complete or stopped early) across every worker
+    out: Path = Path("build/search")
+    storage: str | None = None  # Optuna RDB URL; default: SQLite in <out>/study.db
+    space: Path | None = None  # YAML/JSON search space (flows.search.space); default: SearchSpace.default
+    sampler: str = "tpe"
+    epochs: int = 10  # training epochs of each trial
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    seeds: int = 3  # seeds each Pareto point and baseline is retrained with before it is reported
+    val_fraction: float = 0.1
+    stop_margin: float = 0.05  # a trial this far below target at half its epochs stops early
+    threads: int = 1  # torch threads per worker
+    worker: bool = False  # only run trials (no baselines, no report)
+
+    def __post_init__(self):
+        for name in ("target_accuracy", "lr", "val_fraction", "stop_margin"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        if not 0 < self.target_accuracy <= 1:
+            raise ConfigError(f"--target-accuracy must be in (0, 1], got {self.target_accuracy} (0.98 means 98%)")
+        for name in ("trials", "epochs", "batch_size", "seeds", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 < self.val_fraction < 0.5 or self.stop_margin < 0:
+            raise ConfigError("--lr must be positive, --val-fraction in (0, 0.5), --stop-margin >= 0")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown --sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
+        if self.data not in DATASETS:
+            raise ConfigError(f"unknown dataset '{self.data}'; known: {', '.join(DATASETS)}")
+        if self.data not in BUNDLED and self.data_dir is None:
+            raise ConfigError(f"--data {self.data} needs --data-dir DIR holding its files")
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(Path(self.out) / 'study.db').resolve()}"
+
+    def identity(self) -> dict:
+        """What a study is a search of; a study is only continued by a search of the same."""
+        return {"arch": self.arch, "board": self.board, "data": self.data, "epochs": self.epochs,
+                "target_accuracy": self.target_accuracy, "val_fraction": self.val_fraction}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str, indent=2)

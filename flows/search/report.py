@@ -1,0 +1,327 @@
+"""What a search found: the Pareto front retrained with several seeds, the uniform-precision zoo
+models on the same axes, per-layer sensitivity and latency, as report.json, report.md and plots.
+
+Labels: accuracy is measured here (test split; the search itself selected on a validation
+split), cycles/LUT/BRAM/images/s are estimated (the flow's estimate step), CPU latency is
+measured here (PyTorch, batch 1, median of repeats, outputs checked). Every figure is cached
+under <out>/cache/, so an interrupted report resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flows.search.config import SearchConfig
+from flows.search.study import constraints, estimate_checkpoint, train_config
+
+MAX_FRONT = 6  # Pareto points retrained and reported
+UNIFORM = ("w1a1", "w1a2", "w2a2", "w4a4", "w8a8")
+MATCH_POINTS = 0.2  # 'equal accuracy': within this many percentage points
+
+
+class Cache:
+    """JSON results keyed by what made them, one file each, written atomically."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def get_or_make(self, key: dict, make):
+        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.root / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())["value"]
+        value = make()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "value": value}, default=float))
+        tmp.replace(path)
+        return value
+
+
+def pareto_front(trials) -> list:
+    """Finished trials that meet every constraint and that no other such trial dominates."""
+    ok = [t for t in trials if t.values is not None and max(constraints(t)) <= 0]
+    front = [t for t in ok if not any(all(o <= v for o, v in zip(u.values, t.values)) and u.values != t.values
+                                      for u in ok)]
+    unique = {tuple(t.values): t for t in sorted(front, key=lambda t: t.number, reverse=True)}
+    return sorted(unique.values(), key=lambda t: t.values[0])
+
+
+def evaluate_design(spec, ds, cfg: SearchConfig, cache: Cache, work: Path) -> dict:
+    """Retrain ``spec`` with cfg.seeds seeds on the whole training split: test accuracy (measured),
+    the trained design's estimate, CPU batch-1 latency and per-layer times (measured)."""
+    from qat.train import train
+
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        key = {"spec": spec.to_dict(), "seed": seed, "epochs": cfg.epochs, "data": cfg.data, "lr": cfg.lr}
+
+        def make(seed=seed):
+            ckpt = train(spec, ds, train_config(cfg, seed), progress=False)
+            work.mkdir(parents=True, exist_ok=True)
+            path = work / f"seed{seed}.pt"
+            ckpt.save(path, overwrite=True)
+            return {"test_accuracy": ckpt.metrics["test_accuracy"], "checkpoint": str(path)}
+        runs.append(cache.get_or_make(key, make))
+    accs = [r["test_accuracy"] for r in runs]
+    first = runs[0]["checkpoint"]
+    est = cache.get_or_make({"estimate": spec.to_dict(), "board": cfg.board, "seed": cfg.seed, "epochs": cfg.epochs,
+                             "data": cfg.data},
+                            lambda: estimate_checkpoint(_load(first), work / "trained", cfg))
+    cpu = cache.get_or_make({"cpu": spec.to_dict(), "data": cfg.data, "epochs": cfg.epochs},
+                            lambda: cpu_latency(_load(first), ds))
+    return {"spec": spec.to_dict(), "name": spec.name, "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
+            "test_accuracy": {"mean": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
+                              "each": accs, "kind": "measured"},
+            "estimate": est, "cpu": cpu}
+
+
+def _load(path: str):
+    from qat.train import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def cpu_latency(ckpt, ds, repeats: int = 200, layer_batch: int = 256) -> dict:
+    """The CPU running the same model: PyTorch float with dequantised weights (flows bench's
+    cpu-torch-float) on this machine. Batch-1 latency (median and p99 of ``repeats`` after warm-up),
+    per-layer seconds per image at ``layer_batch``, and how often its answers agree with the
+    quantised model's (float rounding may flip an exact tie)."""
+    import torch
+
+    from flows.baselines import float_model, torch_layer_times
+    from host.bench import environment, machine_label
+    from qat.train import as_tensor
+
+    quantised = ckpt.model()
+    model = float_model(quantised)
+    images = ds.test.images[:repeats]
+    with torch.no_grad():
+        expected = quantised(as_tensor(images)).argmax(1).numpy()
+        got, times = [], []
+        for i in range(-10, len(images)):
+            x = as_tensor(images[max(i, 0):max(i, 0) + 1])
+            start = time.perf_counter()
+            answer = int(model(x).argmax(1)[0])
+            times.append(time.perf_counter() - start)
+            got.append(answer)
+        batch = as_tensor(np.resize(ds.test.images, (layer_batch, *ds.test.images.shape[1:])))
+        model(batch)  # warm-up
+        layers = torch_layer_times(model, lambda: model(batch), "cpu", layer_batch)
+    lat = np.array(times[10:])
+    return {"label": machine_label(environment()), "model": "PyTorch float, dequantised weights",
+            "batch1_p50_us": float(np.median(lat) * 1e6), "batch1_p99_us": float(np.percentile(lat, 99) * 1e6),
+            "agreement": float(np.mean(np.array(got[10:]) == expected)),
+            "layers": [{"name": n, "us_per_image": s * 1e6} for n, s in layers]}
+
+
+def uniform_baselines(arch: str, ds, cfg: SearchConfig, cache: Cache) -> list[dict]:
+    from qat.models import parse_model_name
+
+    return [evaluate_design(parse_model_name(f"{arch}-{p}"), ds, cfg, cache, Path(cfg.out) / "baselines" / p)
+            for p in UNIFORM]
+
+
+def sensitivity(space, ds_val, cfg: SearchConfig, cache: Cache) -> list[dict]:
+    """Accuracy (validation, one seed) and estimated cycles when one layer alone takes the space's
+    cheapest choice, from a reference with every layer at its richest choice."""
+    from qat.train import train
+
+    from flows.search.study import untrained
+
+    richest = ([max(c) for c in space.weight_bits], [max(c) for c in space.act_bits], max(space.in_bits),
+               [min(c) for c in space.prune])
+    variants = [("reference", "-", richest)]
+    for i, c in enumerate(space.weight_bits):
+        if len(c) > 1:
+            variants.append((f"layer {i}", f"weight bits {max(c)} -> {min(c)}", _with(richest, 0, i, min(c))))
+    for i, c in enumerate(space.act_bits):
+        if len(c) > 1:
+            variants.append((f"act {i}", f"activation bits {max(c)} -> {min(c)}", _with(richest, 1, i, min(c))))
+    for i, c in enumerate(space.prune):
+        if len(c) > 1:
+            variants.append((f"hidden {i}", f"pruned {max(c):.0%}", _with(richest, 3, i, max(c))))
+    rows = []
+    for where, change, (w, a, inb, p) in variants:
+        spec = space.spec(w, a, inb, p)
+        acc = cache.get_or_make({"sens": spec.to_dict(), "seed": cfg.seed, "epochs": cfg.epochs, "data": cfg.data},
+                                lambda: train(spec, ds_val, train_config(cfg, cfg.seed), progress=False)
+                                .metrics["test_accuracy"])
+        est = cache.get_or_make({"sens-est": spec.to_dict(), "board": cfg.board, "data": cfg.data},
+                                lambda: estimate_checkpoint(untrained(spec, ds_val, cfg),
+                                                            Path(cfg.out) / "sensitivity" / spec_id(spec), cfg))
+        rows.append({"where": where, "change": change, "val_accuracy": acc, "cycles_per_image": est["cycles_per_image"],
+                     "LUT": est["total"]["LUT"], "binding": est["binding"]})
+    ref = rows[0]
+    for r in rows:
+        r["accuracy_drop_points"] = 100 * (ref["val_accuracy"] - r["val_accuracy"])
+        r["cycles_change"] = r["cycles_per_image"] - ref["cycles_per_image"]
+    return rows
+
+
+def spec_id(spec) -> str:
+    return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _with(base, which: int, i: int, value):
+    parts = [list(base[0]), list(base[1]), base[2], list(base[3])]
+    parts[which][i] = value
+    return tuple(parts)
+
+
+def gain_over_uniform(front: list[dict], uniform: list[dict]) -> dict:
+    """The best uniform model (highest mean test accuracy) against the searched designs that reach its
+    accuracy within MATCH_POINTS: ratios of estimated latency and LUTs (> 1: the search is better)."""
+    best = max(uniform, key=lambda r: r["test_accuracy"]["mean"])
+    need = best["test_accuracy"]["mean"] - MATCH_POINTS / 100
+    match = [r for r in front if r["test_accuracy"]["mean"] >= need and r["estimate"]["fits"]]
+    fitting = [r for r in uniform if r["estimate"]["fits"]]
+    out = {"best_uniform": best["name"], "best_uniform_accuracy": best["test_accuracy"]["mean"],
+           "best_uniform_fits": best["estimate"]["fits"], "matching_designs": len(match)}
+    if fitting:
+        best_fit = max(fitting, key=lambda r: r["test_accuracy"]["mean"])
+        out["best_fitting_uniform"] = best_fit["name"]
+    if match:
+        fast = min(match, key=lambda r: r["estimate"]["cycles_per_image"])
+        small = min(match, key=lambda r: r["estimate"]["total"]["LUT"])
+        out.update(latency_ratio=best["estimate"]["cycles_per_image"] / fast["estimate"]["cycles_per_image"],
+                   lut_ratio=best["estimate"]["total"]["LUT"] / small["estimate"]["total"]["LUT"],
+                   fastest=fast["spec"], smallest=small["spec"])
+    return out
+
+
+def chosen_per_target(front: list[dict], targets: list[float]) -> list[dict]:
+    rows = []
+    for t in targets:
+        ok = [r for r in front if r["test_accuracy"]["mean"] >= t and r["estimate"]["fits"]]
+        best = min(ok, key=lambda r: r["estimate"]["cycles_per_image"]) if ok else None
+        rows.append({"target": t, "design": best["spec"] if best else None,
+                     "closest": None if best else _closest(front, t)})
+    return rows
+
+
+def _closest(front, t):
+    if not front:
+        return None
+    r = max(front, key=lambda r: r["test_accuracy"]["mean"])
+    return {"spec": r["spec"], "test_accuracy": r["test_accuracy"]["mean"]}
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def trial_rows(trials) -> list[dict]:
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        est = a.get("estimate", {})
+        note = a.get("failed") or a.get("not_trained") or (f"duplicate of trial {a['duplicate_of']}"
+                                                           if "duplicate_of" in a else "")
+        if a.get("stopped_at"):
+            note = f"stopped at epoch {a['stopped_at']}"
+        rows.append({"number": t.number, "state": t.state.name, "spec": a.get("spec"),
+                     "val_accuracy": a.get("val_accuracy"), "cycles_per_image": est.get("cycles_per_image"),
+                     "LUT": est.get("total", {}).get("LUT"), "fits": est.get("fits"),
+                     "feasible": t.values is not None and max(constraints(t)) <= 0, "note": note})
+    return rows
+
+
+def _design(spec: dict) -> str:
+    widths = spec.get("widths")
+    return (f"w{spec['weight_bits']} a{spec['act_bits']} in{spec['in_bits']}"
+            + (f" widths {widths}" if widths else ""))
+
+
+def markdown(report: dict) -> str:
+    cfg, lines = report["config"], []
+    lines += [f"# flows search: {cfg['arch']} on {cfg['board']}, {cfg['data']}, target {100 * cfg['target_accuracy']:.1f}%",
+              "", f"{report['trials']['finished']} finished trials ({report['trials']['total']} in the study), "
+              f"search wall time {report['wall_s']:.0f} s; sampler {cfg['sampler']}; {cfg['epochs']} epochs per trial; "
+              f"accuracy: test split, mean of {cfg['seeds']} seeds (measured); cycles, images/s, LUT, BRAM: estimated "
+              f"(FINN + DMA bound); CPU: {report.get('cpu_label', 'measured here')}.", ""]
+    lines += ["## Pareto front (retrained) and uniform zoo models", "",
+              "| design | kind | test acc % (min-max) | cycles/image | images/s | latency us | LUT | BRAM18 | fits | "
+              "binding | CPU b1 p50 us |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for kind, rows in (("searched", report["front"]), ("uniform", report["uniform"])):
+        for r in rows:
+            e, a = r["estimate"], r["test_accuracy"]
+            lines.append(f"| {r['name'] if kind == 'uniform' else _design(r['spec'])} | {kind} | {100 * a['mean']:.2f} "
+                         f"({100 * a['min']:.2f}-{100 * a['max']:.2f}) | {e['cycles_per_image']} | {e['fps']:,.0f} | "
+                         f"{e['latency_us']:.2f} | {e['total']['LUT']:,.0f} | {e['total']['BRAM_18K']:.0f} | "
+                         f"{'yes' if e['fits'] else 'no'} | {e['binding']} | {r['cpu']['batch1_p50_us']:.0f} |")
+    g = report["gain"]
+    lines += ["", "## Layer-aware against uniform", ""]
+    if "latency_ratio" in g:
+        lines.append(f"Best uniform model {g['best_uniform']} ({100 * g['best_uniform_accuracy']:.2f}%, "
+                     f"fits: {g['best_uniform_fits']}); the searched designs within {MATCH_POINTS} points of it: "
+                     f"**{g['latency_ratio']:.2f}x** lower estimated latency (fastest: {_design(g['fastest'])}), "
+                     f"**{g['lut_ratio']:.2f}x** fewer estimated LUTs (smallest: {_design(g['smallest'])}).")
+    else:
+        lines.append(f"No searched design reached the best uniform model {g['best_uniform']} "
+                     f"({100 * g['best_uniform_accuracy']:.2f}%) within {MATCH_POINTS} points.")
+    lines += ["", "## Chosen design per accuracy target", "", "| target % | design | closest if none |", "|---|---|---|"]
+    for r in report["chosen"]:
+        c = r["closest"]
+        closest = f"{_design(c['spec'])} ({100 * c['test_accuracy']:.2f}%)" if c else ""
+        lines.append(f"| {100 * r['target']:.1f} | {_design(r['design']) if r['design'] else 'none reached it'} | "
+                     f"{closest} |")
+    if report.get("sensitivity"):
+        lines += ["", "## Per-layer sensitivity (validation accuracy, one seed; estimated cycles)", "",
+                  "| where | change | acc drop (points) | cycles/image | change | LUT | binding |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in report["sensitivity"]:
+            lines.append(f"| {r['where']} | {r['change']} | {r['accuracy_drop_points']:.2f} | {r['cycles_per_image']} | "
+                         f"{r['cycles_change']:+d} | {r['LUT']:,.0f} | {r['binding']} |")
+    if report["front"]:
+        r = report["front"][0]
+        lines += ["", f"## Per-layer latency of the fastest searched design ({_design(r['spec'])})", "",
+                  "| FPGA layer | cycles (estimated) | | CPU layer (PyTorch) | us/image (measured) |", "|---|---|---|---|---|"]
+        fpga, cpu = r["estimate"]["layers"], r["cpu"]["layers"]
+        for i in range(max(len(fpga), len(cpu))):
+            f = f"{fpga[i]['name']} | {fpga[i]['cycles']}" if i < len(fpga) else " | "
+            c = f"{cpu[i]['name']} | {cpu[i]['us_per_image']:.2f}" if i < len(cpu) else " | "
+            lines.append(f"| {f} | | {c} |")
+    lines += ["", "Not trained (decided from the estimate alone): "
+              f"{sum(1 for t in report['trial_rows'] if t['note'].startswith(('does not fit', 'dominated')))}; "
+              f"stopped early: {sum(1 for t in report['trial_rows'] if t['note'].startswith('stopped'))}; "
+              f"failed: {sum(1 for t in report['trial_rows'] if t['state'] == 'FAIL')}.", ""]
+    return "\n".join(lines)
+
+
+def save_plots(report: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, x_of, xlabel in (("pareto_fpga.png", lambda r: r["estimate"]["latency_us"],
+                                "estimated FPGA latency, batch 1 (us)"),
+                               ("pareto_cpu.png", lambda r: r["cpu"]["batch1_p50_us"],
+                                "measured CPU latency, PyTorch batch 1 p50 (us)")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for kind, rows, marker in (("searched (Pareto front)", report["front"], "o"),
+                                   ("uniform zoo", report["uniform"], "s")):
+            if not rows:
+                continue
+            sc = ax.scatter([x_of(r) for r in rows], [100 * r["test_accuracy"]["mean"] for r in rows],
+                            c=[r["estimate"]["total"]["LUT"] for r in rows], cmap="viridis", marker=marker,
+                            s=60, label=kind, edgecolors="k")
+            for r in rows:
+                if kind.startswith("uniform"):
+                    ax.annotate(r["name"].split("-")[-1], (x_of(r), 100 * r["test_accuracy"]["mean"]), fontsize=7)
+        fig.colorbar(sc, ax=ax, label="estimated LUTs")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy % (measured, mean of seeds)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        paths.append(str(out / name))
+    return paths

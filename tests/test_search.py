@@ -1,0 +1,181 @@
+"""flows search: the space file, the study (resume, identity), cheap-first trials, the Pareto
+front and the comparison with uniform models, and bad input."""
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from flows.errors import ConfigError
+from flows.search import SearchConfig, make_sampler
+from flows.search import report as rep
+from flows.search import study as st
+from flows.search.space import SearchSpace, load_space
+from qat.data import load_dataset
+from qat.models import default_widths
+
+TINY = {"arch": "tfc", "weight_bits": [2], "act_bits": [2], "in_bits": [2], "prune": [0.0, 0.5]}
+
+
+def test_space_defaults_cover_every_layer():
+    space = SearchSpace.default("lenet")
+    assert len(space.weight_bits) == 3 and len(space.act_bits) == 2 and len(space.prune) == 2
+    assert space.size == 4 ** 3 * 3 ** 2 * 4 * 4 ** 2
+
+
+def test_pruned_widths_snap_to_the_multiple():
+    space = SearchSpace.from_dict({**TINY, "arch": "lenet", "width_multiple": 16})
+    spec = space.spec([2, 2, 2], [2, 2], 2, [0.5, 0.75])
+    assert spec.widths == (144, 16) and all(w % 16 == 0 for w in spec.widths)
+    assert space.spec([2, 2, 2], [2, 2], 2, [0.0, 0.0]).widths is None  # unpruned: the zoo's widths
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"prune": [1.0]}, "prune"), ({"weight_bits": []}, "weight_bits"), ({"act_bits": [0]}, "act_bits"),
+    ({"weight_bits": [[2], [2]]}, "weight_bits"), ({"arch": "cnv"}, "arch"), ({"colour": [1]}, "colour"),
+    ({"width_multiple": 0}, "width_multiple")])
+def test_bad_space_names_the_field(change, field):
+    with pytest.raises(ConfigError, match=field):
+        SearchSpace.from_dict({**TINY, **change})
+
+
+def test_space_file_round_trips(tmp_path):
+    path = tmp_path / "space.yaml"
+    space = SearchSpace.from_dict(TINY)
+    path.write_text(str(space.to_dict()).replace("'", '"'))
+    assert load_space(path) == space
+    with pytest.raises(ConfigError, match="not found"):
+        load_space(tmp_path / "missing.yaml")
+
+
+def _trial(number, values, acc_gap, fits=0.0):
+    t = create_trial(values=list(values), params={"x": number}, distributions={"x": CategoricalDistribution(list(range(20)))},
+                     system_attrs={"constraints:accuracy": acc_gap, "constraints:fits": fits})
+    t.number = number
+    return t
+
+
+def test_pareto_front_keeps_feasible_non_dominated_trials():
+    trials = [_trial(0, (10, 100), -0.01), _trial(1, (5, 200), -0.02), _trial(2, (5, 90), 0.05),  # 2 misses target
+              _trial(3, (20, 300), -0.03), _trial(4, (4, 500), 0.0, fits=1.0)]  # 3 dominated, 4 does not fit
+    assert [t.number for t in rep.pareto_front(trials)] == [1, 0]
+
+
+def _row(name, acc, cycles, lut, fits=True):
+    return {"name": name, "spec": {"arch": "tfc", "weight_bits": [1], "act_bits": [1], "in_bits": 1},
+            "test_accuracy": {"mean": acc}, "estimate": {"cycles_per_image": cycles, "total": {"LUT": lut}, "fits": fits}}
+
+
+def test_gain_compares_designs_at_the_best_uniform_accuracy():
+    uniform = [_row("tfc-w1a1", 0.90, 100, 1000), _row("tfc-w8a8", 0.95, 400, 8000)]
+    front = [_row("a", 0.949, 100, 3000), _row("b", 0.951, 200, 2000), _row("c", 0.93, 50, 500)]
+    gain = rep.gain_over_uniform(front, uniform)
+    assert gain["best_uniform"] == "tfc-w8a8" and gain["matching_designs"] == 2  # c is 2 points below
+    assert gain["latency_ratio"] == 4.0 and gain["lut_ratio"] == 4.0
+    none = rep.chosen_per_target(front, [0.99])[0]
+    assert none["design"] is None and none["closest"]["test_accuracy"] == 0.951
+
+
+def test_trials_estimate_first_train_then_resume_and_refuse_another_study(tmp_path):
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s", trials=2, epochs=1, target_accuracy=0.5, seed=1)
+    space = SearchSpace.from_dict(TINY)
+    ds = load_dataset("digits")
+    study = st.open_study(cfg, space, make_sampler("random", 0))
+    evaluator = st.Evaluator(cfg, space, st.validation_split(ds, cfg.val_fraction, cfg.seed))
+    st.run_trials(study, evaluator, cfg.trials)
+    done = study.get_trials(deepcopy=False)
+    assert len(done) == 2 and all(t.state == TrialState.COMPLETE for t in done)
+    for t in done:
+        widths = t.user_attrs["spec"].get("widths") or list(default_widths("tfc"))
+        assert t.values[0] == t.user_attrs["estimate"]["cycles_per_image"]
+        assert ("val_accuracy" in t.user_attrs) or ("not_trained" in t.user_attrs) or ("duplicate_of" in t.user_attrs)
+        assert widths[0] in (64, 32)
+    again = st.open_study(cfg, space, make_sampler("random", 0))  # resume: the same study, one more trial
+    st.run_trials(again, evaluator, 3)
+    assert st.finished_count(again) == 3
+    with pytest.raises(ConfigError, match="another design.*board='pynq-z1'"):
+        st.open_study(SearchConfig(arch="tfc", board="pynq-z1", out=cfg.out, epochs=1, target_accuracy=0.5, seed=1),
+                      space, make_sampler("random", 0))
+
+
+class EstimateOnly(st.Evaluator):
+    """The search's evaluator with a given estimate instead of the flow's (the decision is under test)."""
+
+    estimate_result: dict = None
+
+    def estimate(self, spec, work):
+        return self.estimate_result
+
+    def train(self, spec, trial):
+        raise AssertionError("a design decided from its estimate must not be trained")
+
+
+def _estimate(cycles, lut, fits):
+    return {"cycles_per_image": cycles, "total": {"LUT": lut}, "fits": fits,
+            "over_capacity": [] if fits else ["BRAM_18K"]}
+
+
+def test_misfit_and_dominated_designs_are_not_trained(tmp_path):
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s", trials=1, epochs=1, target_accuracy=0.5)
+    space = SearchSpace.from_dict(TINY)
+    study = st.open_study(cfg, space, make_sampler("random", 0))
+    study.add_trial(_trial(0, (50, 1000), -0.1))  # a finished design that met the target
+    evaluator = EstimateOnly(cfg, space, None)
+    for estimate, why in ((_estimate(10, 500, False), "does not fit: BRAM_18K"),
+                          (_estimate(60, 1200, True), "dominated before training by trial 0")):
+        evaluator.estimate_result = estimate
+        study.optimize(evaluator, n_trials=1)
+        t = study.get_trials(deepcopy=False)[-1]
+        assert t.user_attrs["not_trained"].startswith(why) and "val_accuracy" not in t.user_attrs
+        assert max(st.constraints(t)) == 1.0  # not known to meet the target: never on the front
+
+
+@pytest.mark.slow
+def test_lfc_at_8_bits_misses_the_board_and_is_not_trained(tmp_path):
+    cfg = SearchConfig(arch="lfc", out=tmp_path / "s", trials=1, epochs=1, target_accuracy=0.5)
+    space = SearchSpace.from_dict({"arch": "lfc", "weight_bits": [8], "act_bits": [8], "in_bits": [8], "prune": [0.0]})
+    study = st.open_study(cfg, space, make_sampler("random", 0))
+    st.run_trials(study, st.Evaluator(cfg, space, st.validation_split(load_dataset("digits"), 0.1, 0)), 1)
+    t = study.get_trials(deepcopy=False)[0]
+    assert t.user_attrs["not_trained"].startswith("does not fit") and "val_accuracy" not in t.user_attrs
+
+
+def test_rf_sampler_proposes_unseen_designs_in_the_space():
+    sampler = make_sampler("rf", 0)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+
+    def objective(trial):
+        a, b = trial.suggest_categorical("a", [1, 2, 4, 8]), trial.suggest_categorical("b", [0.0, 0.25, 0.5])
+        trial.set_constraint("accuracy", 0.0)
+        trial.set_constraint("fits", 0.0)
+        return a * (1 - b), 1.0 / a
+
+    study.optimize(objective, n_trials=14)
+    params = [tuple(t.params.values()) for t in study.trials]
+    assert len(study.trials) == 14 and len(set(params[8:])) == len(params[8:])  # past start-up: no repeats
+
+
+def flows_cli(*args):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"target_accuracy": 98}, "--target-accuracy must be in (0, 1]"),
+    ({"target_accuracy": float("inf")}, "--target-accuracy must be a finite number"),
+    ({"sampler": "smac"}, "unknown --sampler 'smac'"), ({"trials": 0}, "--trials must be at least 1"),
+    ({"data": "mnist"}, "--data mnist needs --data-dir")])
+def test_bad_search_config_names_the_option(options, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("]", r"\]")):
+        SearchConfig(**options)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot open the study storage 127.0.0.1:9/none"),
+    (["--target-accuracy", "nan"], "--target-accuracy must be a finite number"),
+    (["--model", "cnv"], "searchable: tfc, sfc, lfc, lenet")])
+def test_bad_search_input_is_one_line_exit_2(tmp_path, args, message):
+    result = flows_cli("search", "--out", tmp_path / "s", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
