@@ -53,6 +53,8 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
 
 def open_study(cfg: SearchConfig, space: SearchSpace, sampler):
     """Create the study, or load it when it is a search of the same (identity and space)."""
+    import warnings
+
     import optuna
 
     if cfg.storage is None:
@@ -68,7 +70,9 @@ def open_study(cfg: SearchConfig, space: SearchSpace, sampler):
     if have is None:
         study.set_user_attr("identity", want)
         study.set_user_attr("space", space.to_dict())
-        study.set_metric_names(list(OBJECTIVES))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
     elif have != want:
         diff = sorted(k for k in want if want[k] != have.get(k))
         raise ConfigError(f"the study in {_shown(cfg.storage_url)} is a search of another design "
