@@ -105,10 +105,13 @@ class LayerCycles:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerCycles:
-        opt = lambda k: None if d.get(k) is None else int(d[k])  # noqa: E731
         return cls(str(d["name"]), int(d["cycles"]), str(d.get("op_type") or d.get("kind") or ""),
-                   dict(d.get("folding") or {}), opt("first_out"), opt("tail"), float(d.get("needs", 1.0)),
-                   int(d.get("stages", 0)), int(d.get("depth", LAYER_DEPTH_CYCLES)))
+                   dict(d.get("folding") or {}), _optional_int(d.get("first_out")), _optional_int(d.get("tail")),
+                   float(d.get("needs", 1.0)), int(d.get("stages", 0)), int(d.get("depth", LAYER_DEPTH_CYCLES)))
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 # -- layer profiles from shapes (FINN's formulas for cycles; first output and tail) ----------
