@@ -95,7 +95,7 @@ def markdown(rows: list[dict], args) -> str:
         boundary = ", ".join(f"{s} {k}" for s, k in r["boundary_cases"].items()) or "0"
         margin = "-" if r["largest_excused_margin_steps"] is None else f"{r['largest_excused_margin_steps']:.1e}"
         excused = f"{boundary} | {margin} | {sum(r['tied_predictions'].values())}"
-        lines.append(f"| {r['model']} | {'yes' if r['fits'] else 'no'} | {r['cycles_per_image']:,} | {r['fps']:,.0f} | "
+        lines.append(f"| {r['model']} | {'yes' if r['fits'] else 'no'} | {r['cycles_per_image']:,.1f} | {r['fps']:,.0f} | "
                      f"{r['bound']} | {100 * r['lut_share']:.1f}% | {100 * r['bram_share']:.1f}% | "
                      f"{100 * r['accuracy']:.2f}% | {'yes' if r['verified'] else 'NO'} ({r['images']}) | {excused} |")
     return "\n".join(lines) + "\n"

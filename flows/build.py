@@ -84,9 +84,11 @@ class Build:
         return estimate(model, self.board)
 
     def io_cycles(self, model) -> int:
-        from hw.estimates import io_bytes
+        """The IO DMA bound in FINN's estimate units (host.perf_model): the slowest a layer may be
+        by FINN's estimate and still not bind before the DMA (its depth and the DMA's efficiency counted)."""
+        from hw.estimates import dma_bound_exp_cycles
 
-        return max(math.ceil(b / self.board.axi_bytes_per_cycle) for b in io_bytes(model))
+        return dma_bound_exp_cycles(model, self.board)
 
     def choose_folding(self, model) -> dict:
         """The folding to apply: --folding FILE, --target-fps, or the default DMA-bound rule."""
@@ -130,7 +132,7 @@ class Build:
         over = est.over_capacity()
         worst = sorted(est.layers, key=lambda l: -l.resources[over[0]])[:3]
         fitting = copy.deepcopy(model)
-        target, _ = self.fitting_folding(fitting, max(est.cycles_per_image, 1))
+        target, _ = self.fitting_folding(fitting, max(int(est.cycles_per_image), 1))
         fps = self.board.clock_mhz * 1e6 / target
         used = ", ".join(f"{r} {est.total[r]:.0f}/{est.capacity[r]}" for r in over)
         layers = ", ".join(f"{l.name} ({l.resources[over[0]]:.0f} {over[0]})" for l in worst)

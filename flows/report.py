@@ -71,12 +71,14 @@ def _resources(e: dict) -> Table:
 
 
 def _performance(e: dict) -> Table:
-    rows = [["cycles per image", str(e["cycles_per_image"])], ["binding bound", e["binding"]],
-            ["input DMA", f"{e['in_bytes']} B/image = {e['io_in_cycles']} cycles"],
+    rows = [["cycles per image", f"{e['cycles_per_image']:.1f} ({e.get('ii_why', e['binding'])})"],
+            ["binding bound", e["binding"]],
+            ["input DMA", f"{e['in_bytes']} B/image = {e['io_in_cycles']} beats"
+                          + (f" = {e['dma_in_cycles']:.1f} cycles" if "dma_in_cycles" in e else "")],
             ["throughput", f"{e['fps']:,.0f} images/s at {e['clock_mhz']:g} MHz"],
             ["compute-only (FINN 'ideal')", f"{e['compute_fps']:,.0f} images/s"],
-            ["latency (batch 1)", f"{e['latency_us']:.2f} us ({e['latency_cycles']} cycles)"]]
-    return Table("Performance (estimated)", ["", "value"], rows)
+            ["latency (batch 1, fabric)", f"{e['latency_us']:.2f} us ({e['latency_cycles']:.0f} cycles)"]]
+    return Table("Performance (estimated, host.perf_model)", ["", "value"], rows)
 
 
 def _steps(r: dict) -> Table:

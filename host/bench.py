@@ -143,7 +143,7 @@ def accelerator_target(name: str, accel: Accelerator, label: str | None = None) 
         model = backend.model
         return Target(name, "modelled", run, clock=lambda: backend.last_modelled_seconds,
                       layer_times=lambda batch: model.layer_seconds(),
-                      note=f"outputs: numpy executor; time: perf model, II {model.ii_cycles} cycles "
+                      note=f"outputs: numpy executor; time: perf model, II {model.ii_cycles:.1f} cycles "
                            f"({model.binding}) at {model.clock_mhz:g} MHz + {model.overhead_s * 1e6:.0f} us/batch")
     return Target(name, label or backend.label, run, note="PYNQ, zynq-iodma shell; wall time incl. packing")
 

@@ -61,9 +61,12 @@ def test_estimates_fit_the_board_and_name_the_bound(built, model):
     e = report(built(model), "estimate")
     assert e["kind"] == "estimated" and e["fits"] and e["board"] == "pynq-z2"
     assert e["in_bytes"] == 64 and e["io_in_cycles"] == 8  # 64 UINT8 pixels over a 64-bit port
-    assert e["cycles_per_image"] == max(e["compute_cycles"], e["io_in_cycles"], e["io_out_cycles"])
+    compute = e["compute_cycles"] + e["layer_depth_cycles"]  # the slowest layer's real interval
+    assert e["cycles_per_image"] == pytest.approx(max(compute, e["dma_in_cycles"], e["dma_out_cycles"]))
+    assert e["dma_in_cycles"] == pytest.approx(e["io_in_cycles"] / e["dma_efficiency"])
     assert e["fps"] == pytest.approx(100e6 / e["cycles_per_image"])
-    assert e["binding"].startswith("I/O") == (e["compute_cycles"] <= e["io_in_cycles"])
+    assert e["binding"].startswith("I/O") == (compute <= e["dma_in_cycles"])
+    assert e["ii_why"].startswith("II = ") and e["latency_why"].startswith("batch-1 fabric latency")
     assert {l["op_type"] for l in e["layers"]} >= {"MVAU_hls", "LabelSelect_hls"}
     assert all(e["total"][r] <= e["capacity"][r] for r in ("LUT", "BRAM_18K", "DSP"))
 

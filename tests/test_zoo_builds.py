@@ -54,7 +54,7 @@ def test_zoo_model_builds_and_verifies(name, tmp_path, monkeypatch):
     assert len(folding) > 1 and all(v.get("PE") or v.get("SIMD") for k, v in folding.items() if k != "Defaults")
     est = report(out, "estimate")
     assert est["kind"] == "estimated" and est["fits"] and est["fps"] > 0 and est["layers"]
-    assert est["cycles_per_image"] <= max(fold["target_cycles"], est["io_in_cycles"], est["io_out_cycles"])
+    assert est["compute_cycles"] <= max(fold["target_cycles"], est["io_in_cycles"], est["io_out_cycles"])
     assert_verified(out)
 
 
