@@ -250,7 +250,7 @@ def markdown(report: dict) -> str:
         for r in rows:
             e, a = r["estimate"], r["test_accuracy"]
             lines.append(f"| {r['name'] if kind == 'uniform' else _design(r['spec'])} | {kind} | {100 * a['mean']:.2f} "
-                         f"({100 * a['min']:.2f}-{100 * a['max']:.2f}) | {e['cycles_per_image']} | {e['fps']:,.0f} | "
+                         f"({100 * a['min']:.2f}-{100 * a['max']:.2f}) | {e['cycles_per_image']:.1f} | {e['fps']:,.0f} | "
                          f"{e['latency_us']:.2f} | {e['total']['LUT']:,.0f} | {e['total']['BRAM_18K']:.0f} | "
                          f"{'yes' if e['fits'] else 'no'} | {e['binding']} | {r['cpu']['batch1_p50_us']:.0f} |")
     g = report["gain"]
@@ -274,12 +274,12 @@ def markdown(report: dict) -> str:
                   "| where | change | acc drop (points) | cycles/image | change | LUT | binding |",
                   "|---|---|---|---|---|---|---|"]
         for r in report["sensitivity"]:
-            lines.append(f"| {r['where']} | {r['change']} | {r['accuracy_drop_points']:.2f} | {r['cycles_per_image']} | "
-                         f"{r['cycles_change']:+d} | {r['LUT']:,.0f} | {r['binding']} |")
+            lines.append(f"| {r['where']} | {r['change']} | {r['accuracy_drop_points']:.2f} | {r['cycles_per_image']:.1f} | "
+                         f"{r['cycles_change']:+.1f} | {r['LUT']:,.0f} | {r['binding']} |")
     if report["front"]:
         r = report["front"][0]
         lines += ["", f"## Per-layer latency of the fastest searched design ({_design(r['spec'])})", "",
-                  "| FPGA layer | cycles (estimated) | | CPU layer (PyTorch) | us/image (measured) |", "|---|---|---|---|---|"]
+                  "| FPGA layer | cycles, FINN (estimated) | | CPU layer (PyTorch float) | us/image (measured) |", "|---|---|---|---|---|"]
         fpga, cpu = r["estimate"]["layers"], r["cpu"]["layers"]
         for i in range(max(len(fpga), len(cpu))):
             f = f"{fpga[i]['name']} | {fpga[i]['cycles']}" if i < len(fpga) else " | "
