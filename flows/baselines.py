@@ -86,6 +86,8 @@ def _checkpoint(path: Path | None):
     """(checkpoint, None) or (None, why the torch targets are skipped)."""
     if path is None:
         return None, "no checkpoint (pass --checkpoint, or bench a build's deploy/ beside its 00_train/)"
+    if Path(path).is_dir():
+        return None, f"checkpoint {path} is a directory (pass the .pt file as --checkpoint)"
     if not Path(path).is_file():
         return None, f"checkpoint {path} not found (pass --checkpoint)"
     from qat.train import load_checkpoint

@@ -89,7 +89,7 @@ def _run_one(build, steps: list[Step], step: Step) -> dict:
     except KeyboardInterrupt:
         shutil.rmtree(work, ignore_errors=True)  # half a step's output; earlier steps stay as they were
         raise RunInterrupted(f"interrupted during step '{step.name}'; the steps before it are kept in "
-                             f"{build.run_dir}: resume with the same command plus --from {step.name}") from None
+                             f"{build.run_dir}: resume by running the same command with --from {step.name}") from None
     except Exception as exc:
         _keep_failed(work, final)
         if isinstance(exc, FlowsError):

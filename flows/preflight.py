@@ -42,8 +42,10 @@ def check_build(build) -> None:
     from flows.steps import _check_onnx_file
 
     cfg = build.cfg
+    check_board_for_finn(build.board)
     if cfg.onnx:
-        _check_onnx_file(Path(cfg.onnx))
+        model = _check_onnx_file(Path(cfg.onnx))
+        _check_onnx_takes_the_data(build, model)
     if cfg.checkpoint:
         from qat.train import load_checkpoint
 
@@ -56,6 +58,35 @@ def check_build(build) -> None:
         raise DatasetError(f"--data-dir {cfg.data_dir} is not a directory; give the folder holding the "
                            f"{cfg.data} files")
     build.dataset  # noqa: B018 - loads (and checksums) the data now, cached for the steps
+
+
+def _check_onnx_takes_the_data(build, model) -> None:
+    """ModelError unless the ONNX input holds as many values as one image of the dataset (what step
+    cleanup checks again on the cleaned graph)."""
+    import math
+
+    from flows.errors import ModelError
+
+    graph_input = next(i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
+    shape = tuple(d.dim_value for d in graph_input.type.tensor_type.shape.dim)
+    want = (1, *build.dataset.image_shape)
+    if math.prod(shape) != math.prod(want):
+        raise ModelError(f"{build.cfg.onnx}: input {shape} does not take {build.cfg.data} images {want}; "
+                         "pass the --data it was trained on")
+
+
+def check_board_for_finn(board) -> None:
+    """ConfigError unless FINN builds for ``board.finn_board`` with the board's part (a user's board file
+    may name any; FINN's part map decides what its Zynq build can target)."""
+    from finn.util.basic import pynq_part_map
+
+    part = pynq_part_map.get(board.finn_board)
+    if part is None:
+        raise ConfigError(f"board {board.name}: finn_board {board.finn_board!r} is not a board FINN builds for; "
+                          f"known: {', '.join(sorted(pynq_part_map))}")
+    if part != board.part:
+        raise ConfigError(f"board {board.name}: part {board.part} is not FINN's part for {board.finn_board} "
+                          f"({part}); make them agree")
 
 
 @contextlib.contextmanager

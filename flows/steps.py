@@ -58,9 +58,9 @@ def step_export(build, out: Path) -> dict:
     return {"source": "brevitas.export.export_qonnx"}
 
 
-def _check_onnx_file(path: Path) -> None:
-    """ModelError unless ``path`` is a readable QONNX model with one graph input of fixed shape
-    (the flow runs it before the first step, and again in step_export)."""
+def _check_onnx_file(path: Path):
+    """The model (onnx.ModelProto) at ``path``; ModelError unless it is a readable QONNX model with
+    one graph input of fixed shape (the flow runs it before the first step, and again in step_export)."""
     import onnx
 
     if path.is_dir():
@@ -81,6 +81,7 @@ def _check_onnx_file(path: Path) -> None:
         raise ModelError(f"{path} has no QONNX Quant nodes: it is not a quantised (QONNX) model; "
                          "export it with brevitas.export.export_qonnx")
     _check_onnx_input(path, model)
+    return model
 
 
 def _check_onnx_input(path: Path, model) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import platform
 import time
@@ -189,7 +190,8 @@ class BenchConfig:
     layer_batch: int = LAYER_BATCH
 
     def __post_init__(self) -> None:
-        if not self.batches or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0 or self.budget_s <= 0:
+        if (not self.batches or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0 or self.layer_batch < 1
+                or not math.isfinite(self.budget_s) or self.budget_s <= 0):
             raise HostError(f"bad benchmark settings {self}: batches and repeats must be >= 1, budget > 0")
 
 

@@ -242,10 +242,15 @@ def test_own_board_file_is_read_and_names_the_run(tmp_path):
     ({"shell": "vitis"}, ["shell must be one of zynq-iodma"]),
     ({"name": "other"}, ["names itself 'other'"]),
     ({"part": ""}, ["part must be a non-empty string"]),
-], ids=["clock-nan", "luts-type", "axi-width", "shell", "name", "part"])
+    ({"finn_board": "ZedBoardX"}, ["finn_board 'ZedBoardX' is not a board FINN builds for", "ZCU104"]),
+    ({"part": "xc7z020clg400-1"}, ["is not FINN's part for ZCU104"]),
+], ids=["clock-nan", "luts-type", "axi-width", "shell", "name", "part", "finn-board", "part-vs-finn"])
 def test_own_board_file_is_validated_field_by_field(tmp_path, changes, words):
     path = own_board(tmp_path, **changes)
-    fails_with(flows_cli("build", "--board", path, "--out", tmp_path / "run"), 2, str(path), *words)
+    run = tmp_path / "run"
+    line = fails_with(flows_cli("build", "--board", path, "--out", run), 2, *words)
+    assert str(path) in line or "board my-board" in line
+    assert no_step_ran(run)
 
 
 def test_missing_board_file(tmp_path):
