@@ -86,6 +86,8 @@ def _checkpoint(path: Path | None):
     """(checkpoint, None) or (None, why the torch targets are skipped)."""
     if path is None:
         return None, "no checkpoint (pass --checkpoint, or bench a build's deploy/ beside its 00_train/)"
+    if Path(path).is_dir():
+        return None, f"checkpoint {path} is a directory (pass the .pt file as --checkpoint)"
     if not Path(path).is_file():
         return None, f"checkpoint {path} not found (pass --checkpoint)"
     from qat.train import load_checkpoint
@@ -206,19 +208,21 @@ def torch_target(name: str, model, image_shape, device: str, label: str, half: b
         x = torch.from_numpy(to_model_layout(images, image_shape)).to(device).to(dtype)
         return model(x).argmax(1).cpu().numpy()
 
-    def layers(images: np.ndarray) -> list[tuple[str, float]]:
-        return torch_layer_times(model, lambda: run(images), device, len(images))
+    def layers(images: np.ndarray) -> list[tuple[str, bool, float]]:
+        return torch_layer_times(model, lambda: run(images), device)
 
     return Target(name, label, run, layer_times=layers, approximate=half, note=note)
 
 
-def torch_layer_times(model, call, device: str, n: int) -> list[tuple[str, float]]:
-    """Seconds per image of each top-level layer (children of a Sequential/ModuleList), by forward hooks."""
+def torch_layer_times(model, call, device: str) -> list[tuple[str, bool, float]]:
+    """One run of ``call()``: seconds of each top-level layer of ``model`` (the children of its
+    Sequentials/ModuleLists, containers and Dropout aside), by forward hooks, in call order;
+    the flag marks matrix layers (Linear, Conv2d and Brevitas' QuantLinear/QuantConv2d)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    containers = (nn.Sequential, nn.ModuleList)
     layers = [(name, m) for name, m in model.named_modules()
-              if name and isinstance(_parent(model, name), (nn.Sequential, nn.ModuleList))
-              and not isinstance(m, nn.Dropout)]
-    starts, totals, handles = {}, {name: 0.0 for name, _ in layers}, []
+              if name and isinstance(_parent(model, name), containers) and not isinstance(m, (nn.Dropout, *containers))]
+    starts, times, handles = {}, [], []
 
     def pre(name):
         def hook(module, args):
@@ -229,7 +233,8 @@ def torch_layer_times(model, call, device: str, n: int) -> list[tuple[str, float
     def post(name):
         def hook(module, args, output):
             sync()
-            totals[name] += time.perf_counter() - starts[name]
+            times.append((f"{name} {type(module).__name__}", isinstance(module, (nn.Linear, nn.Conv2d)),
+                          time.perf_counter() - starts[name]))
         return hook
 
     for name, m in layers:
@@ -239,7 +244,7 @@ def torch_layer_times(model, call, device: str, n: int) -> list[tuple[str, float
     finally:
         for h in handles:
             h.remove()
-    return [(f"{name} {type(m).__name__}", totals[name] / n) for name, m in layers]
+    return times
 
 
 def _parent(model, name: str):

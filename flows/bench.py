@@ -78,6 +78,26 @@ def run(deploy_dir: Path, targets: Sequence[str] | None = None, batches: Sequenc
     return {"results": results, "environment": env, "paths": paths, "title": title}
 
 
+def check_any_measured(results: list[dict]) -> None:
+    """Raise unless at least one target was measured: a bench in which every target failed is a failure.
+    Exit 7 when a target's predictions differed from the verified outputs, 8 when a target crashed,
+    5 when every target was skipped (its hardware or tool is not here)."""
+    from flows.errors import StepError, ToolMissingError, VerificationError
+
+    if any(r["status"] == "ok" for r in results):
+        return
+    counts = {s: sum(r["status"] == s for r in results) for s in ("failed", "error", "skipped")}
+    first = next((r for s in counts for r in results if r["status"] == s), None)
+    why = f"{first['name']}: {first.get('reason', '')}" if first else "no targets"
+    message = (f"no target was measured ({counts['failed']} failed, {counts['error']} crashed, "
+               f"{counts['skipped']} skipped; first: {why}); see bench.md")
+    if counts["failed"]:
+        raise VerificationError(message)
+    if counts["error"]:
+        raise StepError("bench", message)
+    raise ToolMissingError(message)
+
+
 def print_table(report: dict, console) -> None:
     """The comparison table, with rich."""
     from rich.table import Table

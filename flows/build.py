@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from pathlib import Path
 
 from boards import Board, load_board
@@ -11,6 +12,7 @@ from flows import steps as s
 from flows.config import BuildConfig
 from flows.errors import ConfigError, DatasetError, ModelError
 from flows.pipeline import Step, run_steps, select, step_dir
+from flows.preflight import check_build, read_run_config, run_lock
 
 STEPS = [Step("train", s.step_train), Step("export", s.step_export), Step("cleanup", s.step_cleanup),
          Step("convert", s.step_convert), Step("streamline", s.step_streamline),
@@ -172,27 +174,30 @@ def _parse_model(name: str):
 
 def check_run_dir(cfg: BuildConfig) -> None:
     """A run directory holds one build: refuse to mix another model/data/board into it."""
-    path = cfg.run_dir / "config.json"
-    if path.is_file():
-        old = json.loads(path.read_text()).get("identity")
-        if old and old != cfg.identity():
-            raise ConfigError(f"{cfg.run_dir} holds another build ({old}); use another --out")
+    old = (read_run_config(cfg.run_dir) or {}).get("identity")
+    if old and old != cfg.identity():
+        raise ConfigError(f"{cfg.run_dir} holds another build ({old}); use another --out")
 
 
 def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
-    """Run the selected steps of one build; returns the reports of the steps run."""
+    """Check every input, then run the selected steps of one build under the run folder's lock;
+    returns the reports of the steps run."""
     from flows.finn_env import init_finn
 
     build = Build(cfg)
-    check_run_dir(cfg)
+    selected = select(STEPS, cfg.from_step, cfg.to_step)
     try:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        probe = cfg.run_dir / ".write-test"
+        probe = cfg.run_dir / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to output directory {cfg.run_dir}: {exc.strerror}; "
                           "choose another --out") from None
-    (cfg.run_dir / "config.json").write_text(json.dumps({"identity": cfg.identity(), "config": json.loads(cfg.to_json())}, indent=2))
-    init_finn(cfg.run_dir.resolve() / "finn_tmp")
-    return run_steps(build, STEPS, select(STEPS, cfg.from_step, cfg.to_step), on_done)
+    with run_lock(cfg.run_dir):
+        check_run_dir(cfg)
+        check_build(build)
+        (cfg.run_dir / "config.json").write_text(json.dumps({"identity": cfg.identity(),
+                                                             "config": json.loads(cfg.to_json())}, indent=2))
+        init_finn(cfg.run_dir.resolve() / "finn_tmp")
+        return run_steps(build, STEPS, selected, on_done)

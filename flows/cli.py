@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from flows.errors import FlowsError
+from flows.errors import FlowsError, RunInterrupted
 from host.errors import HostError
 
 HOST_ERROR_EXIT = 9  # a deploy package or accelerator problem (host.errors)
@@ -46,6 +46,7 @@ def build(
     """Train (or load), export, streamline, fold, estimate, verify and package one model for a board."""
     from flows.config import BuildConfig, TrainOptions
 
+    _check_numbers({"--target-fps": target_fps})
     _run(lambda: _build(BuildConfig(
         board=board, model=model, model_config=model_config, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
         verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
@@ -96,6 +97,7 @@ def train_cmd(
                                  "(same model, several times smaller; for sharing, not for more training)."),
 ):
     """Train a zoo model (quantisation-aware) and write a checkpoint with its config and metrics."""
+    _check_numbers({"--lr": lr, "--dropout": dropout})
     _run(lambda: _train(model, model_config, data, data_dir, not no_verify_checksums,
                         dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, dropout=dropout,
                              shift=shift), out, resume,
@@ -140,7 +142,15 @@ def _train(model, model_config, data, data_dir, verify, options: dict, out, resu
     check_device(cfg.device)
     out = out or Path(f"{spec.name}_{data}.pt")
     ds = _load_data(data, data_dir, verify)
-    ckpt = train_to_file(spec, ds, cfg, out, resume=resume, compact=compact)
+    try:
+        ckpt = train_to_file(spec, ds, cfg, out, resume=resume, compact=compact)
+    except KeyboardInterrupt:
+        from qat.train import last_path
+
+        last = last_path(out)
+        how = (f"the epochs done are saved in {last}: resume with the same command plus --resume"
+               if last.is_file() else "no epoch had finished: run the same command again")
+        raise RunInterrupted(f"training interrupted; {how}") from None
     typer.echo(f"{spec.name} on {ds.name}: test accuracy {100 * ckpt.metrics['test_accuracy']:.2f}% "
                f"({len(ds.test)} images) after {cfg.epochs} epochs, {ckpt.metrics['train_seconds']:.1f} s "
                f"training; wrote {out}")
@@ -201,6 +211,15 @@ def _bench(deploy_dir: Path, targets, batch: str, repeats: int, out, checkpoint,
                        checkpoint, progress=lambda name: console.print(f"bench {name}"), threads=threads)
     bench.print_table(report, Console(width=max(Console().width, 140)))
     console.print(f"wrote {report['paths']['json'].parent}")
+    bench.check_any_measured(report["results"])
+
+
+def _check_numbers(options: dict) -> None:
+    """One error line (exit 2) for a NaN or infinite float option: typer reads 'nan' and 'inf' as floats,
+    and NaN passes every range test. Ranges are checked where the options are used."""
+    from flows.errors import finite
+
+    _run(lambda: [finite(name, value) for name, value in options.items() if value is not None])
 
 
 @app.command("search")
@@ -251,16 +270,27 @@ def _search(model: str, options: dict) -> None:
 def _run(fn) -> None:
     try:
         fn()
+    except KeyboardInterrupt:  # outside a build step (a step's Ctrl-C arrives as RunInterrupted)
+        if STATE["debug"]:
+            raise
+        _fail("interrupted (Ctrl-C); what was written before is kept", RunInterrupted.exit_code)
     except FlowsError as exc:
         if STATE["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        _fail(str(exc), exc.exit_code)
     except HostError as exc:  # board-side code (host/) knows nothing of FlowsError
         if STATE["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(HOST_ERROR_EXIT) from None
+        _fail(str(exc), HOST_ERROR_EXIT)
+
+
+def _fail(message: str, code: int) -> None:
+    """Print the one error line, on a line of its own (progress bars an error cut short are closed first)."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(std.tqdm, "_instances", ())) if std else ():
+        bar.close()
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code) from None
 
 
 def main() -> None:

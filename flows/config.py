@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flows.errors import ConfigError
+from flows.errors import ConfigError, ModelError, finite
 from qat.data import BUNDLED, DATASETS
 
 DEFAULT_MODEL = "tfc-w1a1"
@@ -19,6 +19,33 @@ class TrainOptions:
     batch_size: int = 128
     lr: float = 0.05
     seed: int = 0
+
+    def __post_init__(self):
+        finite("--epochs", self.epochs, minimum=1)
+        finite("--batch-size", self.batch_size, minimum=1)
+        finite("--lr", self.lr, positive=True)
+
+
+def check_readable_file(option: str, path: Path, error: type = ConfigError) -> None:
+    """``error`` naming ``option`` unless ``path`` is a readable file (not a directory, not empty)."""
+    if path.is_dir():
+        raise error(f"{option} {path} is a directory; give the file itself")
+    if not path.is_file():
+        raise error(f"{option} {path} not found")
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as exc:
+        raise error(f"{option} {path} cannot be read ({exc.strerror}); check its permissions") from None
+    if empty:
+        raise error(f"{option} {path} is empty (0 bytes); give a complete file")
+
+
+def board_id(board: str) -> str:
+    """A board's name in folder names: the CLI name, or the stem of a user's board file."""
+    from boards import is_board_file
+
+    return Path(board).stem if is_board_file(board) else board
 
 
 def default_data(model: str | None) -> str:
@@ -55,8 +82,13 @@ class BuildConfig:
             raise ConfigError("--model names a zoo model to train; an --onnx file brings its own, so drop --model")
         if self.target_fps is not None and self.folding is not None:
             raise ConfigError("give --target-fps or --folding, not both")
-        if self.target_fps is not None and self.target_fps <= 0:
-            raise ConfigError(f"--target-fps must be positive, got {self.target_fps}")
+        if self.target_fps is not None:
+            finite("--target-fps", self.target_fps, positive=True)
+        for option, path, error in (("--checkpoint", self.checkpoint, ModelError), ("--onnx", self.onnx, ModelError),
+                                    ("--model-config", self.model_config, ConfigError),
+                                    ("--folding", self.folding, ConfigError)):
+            if path is not None:
+                check_readable_file(option, Path(path), error)
         if self.data is None:
             object.__setattr__(self, "data", default_data(self.model))
         if self.data not in DATASETS:
@@ -73,7 +105,7 @@ class BuildConfig:
         source = self.onnx or self.checkpoint
         model = Path(source).stem if source and not self.model else self.model_name
         model = Path(self.model_config).stem if self.model_config else model
-        return f"{model}_{self.board}" + ("" if self.data == "digits" else f"_{self.data}")
+        return f"{model}_{board_id(self.board)}" + ("" if self.data == "digits" else f"_{self.data}")
 
     @property
     def run_dir(self) -> Path:

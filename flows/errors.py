@@ -59,3 +59,27 @@ class StepError(FlowsError):
         super().__init__(f"{where}: {message}")
         self.step = step
         self.node = node
+
+
+class RunInterrupted(FlowsError):
+    """Ctrl-C: the run stopped; what finished is kept and the message says how to resume."""
+
+    exit_code = 130  # the shell's code for SIGINT
+
+
+def finite(name: str, value, *, positive: bool = False, minimum: float | None = None):
+    """``value`` when it is a finite number (and > 0 with ``positive``, >= ``minimum``);
+    otherwise ConfigError naming ``name`` (an option such as ``--lr`` or a config field).
+    NaN passes every ``<=`` test, so each number a user gives goes through here."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+    if positive and value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value:g}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {value:g}")
+    return value

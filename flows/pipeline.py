@@ -3,7 +3,8 @@
 A step is ``fn(build, out_dir) -> report dict``. The runner gives it a fresh
 ``NN_step.partial/`` folder; on success the folder replaces ``NN_step/`` in one
 rename, so a failed step leaves the earlier artefacts (and the previous output
-of the same step) intact. A failed step's output is kept as ``NN_step.failed/``.
+of the same step) intact. A failed step's output is kept as ``NN_step.failed/``; an
+interrupted one (Ctrl-C) is removed, and the error says where to resume.
 A run resumes from any step whose predecessors have finished.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from flows.errors import ConfigError, FlowsError, StepError
+from flows.errors import ConfigError, FlowsError, RunInterrupted, StepError
 
 log = logging.getLogger("flows")
 StepFn = Callable[["object", Path], dict]
@@ -85,6 +86,10 @@ def _run_one(build, steps: list[Step], step: Step) -> dict:
     try:
         with _step_log(work / "log.txt"):
             report = step.fn(build, work) or {}
+    except KeyboardInterrupt:
+        shutil.rmtree(work, ignore_errors=True)  # half a step's output; earlier steps stay as they were
+        raise RunInterrupted(f"interrupted during step '{step.name}'; the steps before it are kept in "
+                             f"{build.run_dir}: resume by running the same command with --from {step.name}") from None
     except Exception as exc:
         _keep_failed(work, final)
         if isinstance(exc, FlowsError):

@@ -58,19 +58,44 @@ def step_export(build, out: Path) -> dict:
     return {"source": "brevitas.export.export_qonnx"}
 
 
-def _check_onnx_file(path: Path) -> None:
+def _check_onnx_file(path: Path):
+    """The model (onnx.ModelProto) at ``path``; ModelError unless it is a readable QONNX model with
+    one graph input of fixed shape (the flow runs it before the first step, and again in step_export)."""
     import onnx
 
+    if path.is_dir():
+        raise ModelError(f"--onnx {path} is a directory; give the .onnx file itself")
     if not path.is_file():
         raise ModelError(f"ONNX file {path} not found")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty (0 bytes); export the model again with brevitas.export.export_qonnx")
     try:
         model = onnx.load(str(path))
-    except Exception as exc:
+    except Exception as exc:  # protobuf and onnx raise several kinds for a damaged file
         raise ModelError(f"{path} is not a readable ONNX file ({type(exc).__name__}); "
                          "export it with brevitas.export.export_qonnx") from exc
+    if not model.graph.node:
+        raise ModelError(f"{path} holds no graph nodes: it is not an ONNX model (or is truncated); "
+                         "export it with brevitas.export.export_qonnx")
     if not any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node):
         raise ModelError(f"{path} has no QONNX Quant nodes: it is not a quantised (QONNX) model; "
                          "export it with brevitas.export.export_qonnx")
+    _check_onnx_input(path, model)
+    return model
+
+
+def _check_onnx_input(path: Path, model) -> None:
+    """One graph input (initializers aside), every dimension fixed: FINN builds for one image stream."""
+    constants = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise ModelError(f"{path} has {len(inputs)} graph inputs ({', '.join(i.name for i in inputs) or 'none'}); "
+                         "the flow builds single-input models: export with the image as the only input")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shown = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+    if any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims):
+        raise ModelError(f"{path}: input '{inputs[0].name}' has shape {shown} with dynamic dimensions; "
+                         "export with a fixed shape, batch 1 (e.g. (1, 1, 28, 28)), no dynamic_axes")
 
 
 def step_cleanup(build, out: Path) -> dict:

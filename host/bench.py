@@ -11,7 +11,15 @@ timed run are checked as well, outside the clock. Then:
 
 - batch-1 latency: p50/p90/p99 over ``5 * repeats`` single-image calls;
 - throughput: for each batch size, the median of ``repeats`` timed calls;
-- per-layer time, where the target can give it.
+- per-layer time, where the target can give it, at batch ``layer_batch``: each layer timed
+  inside whole runs, as whole runs are timed (warm-up, then the per-layer median of
+  ``repeats`` runs), beside the whole run timed the same way without the per-layer clocks,
+  so that the layers of a sequential target (CPU, GPU) add up to its whole run
+  (``layers_sum_seconds_per_image`` vs ``whole_run_seconds_per_image``; what lies between
+  layers, such as input conversion, is in the whole run only). Timing a layer alone on its
+  recorded input is no substitute: with its data and weights hot in cache a Brevitas layer
+  ran 3-9x faster than inside the model. The modelled accelerator's layers come from the
+  performance model; they run as a pipeline, so the slowest one, not their sum, sets its rate.
 
 Each call is timed by wall clock, or by the target's own `clock` where it has
 one (the modelled accelerator); a target's ``label`` says which ("measured on
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import platform
 import time
@@ -42,12 +51,14 @@ import numpy as np
 
 from host.driver import Accelerator, IOSpec, PynqBackend
 from host.errors import HostError
+from host.files import read_npz
 from host.sim import SimBackend, read_deploy_meta
 
 MIN_AGREEMENT = 0.99  # an approximate target is timed only above this agreement
 LATENCY_PER_REPEAT = 5  # batch-1 samples per repeat
 BUDGET_S = 3.0  # most seconds spent timing one target at one batch size
 LAYER_BATCH = 256  # batch size of the per-layer profile
+MATRIX_KINDS = ("MVAU", "VVAU")  # dataflow layer kinds that start a stage of the per-layer plot
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -82,12 +93,12 @@ def load_package(deploy_dir: str | os.PathLike) -> Package:
     meta = read_deploy_meta(deploy_dir)
     spec = IOSpec.load(deploy_dir / "io_spec.json")
     path = deploy_dir / "test_vectors.npz"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            inputs, labels, expected = (npz[k] for k in ("inputs", "labels", "expected"))
-    except (OSError, KeyError, ValueError) as err:
-        raise HostError(f"cannot read inputs/labels/expected from {path} ({err}); copy the package again") from None
+    arrays = read_npz(path, ("inputs", "labels", "expected"), HostError, "copy the package again")
+    inputs, labels, expected = arrays["inputs"], arrays["labels"], arrays["expected"]
     n = len(inputs)
+    if labels.size != n or expected.size != n:
+        raise HostError(f"{path} holds {n} inputs but {labels.size} labels and {expected.size} expected outputs; "
+                        "copy the package again (or write one label and one expected output per input)")
     return Package(deploy_dir, meta, spec, inputs, labels.reshape(n), expected.reshape(n))
 
 
@@ -114,6 +125,9 @@ def open_accelerator(package: Package, backend: str = "auto") -> Accelerator:
 # -- targets -------------------------------------------------------------------------
 
 
+LayerTimes = Callable[[np.ndarray], list[tuple[str, bool, float]]]  # batch -> (layer, matrix?, seconds), one run
+
+
 @dataclass
 class Target:
     """Something that predicts: ``run(images (N, *input_shape) uint8) -> (N,) top-1``."""
@@ -122,7 +136,7 @@ class Target:
     label: str  # "measured on <machine>" or "modelled"
     run: Predict | None
     clock: Callable[[], float] | None = None  # seconds of the last run when not wall time
-    layer_times: Callable[[np.ndarray], list[tuple[str, float]]] | None = None  # batch -> (layer, s/image)
+    layer_times: LayerTimes | None = None  # one run of a batch, each layer's seconds (matrix: MVAU, Linear, Conv)
     approximate: bool = False  # may disagree with the expected outputs (see MIN_AGREEMENT)
     skip: str | None = None  # why it cannot run here
     note: str = ""  # how it was built, for the report
@@ -141,8 +155,11 @@ def accelerator_target(name: str, accel: Accelerator, label: str | None = None) 
 
     if isinstance(backend, SimBackend):
         model = backend.model
-        return Target(name, "modelled", run, clock=lambda: backend.last_modelled_seconds,
-                      layer_times=lambda batch: model.layer_seconds(),
+        def layers(batch: np.ndarray) -> list[tuple[str, bool, float]]:
+            kinds = {layer.name: layer.kind for layer in model.layers}
+            return [(n, kinds.get(n, "").startswith(MATRIX_KINDS), t * len(batch)) for n, t in model.layer_seconds()]
+
+        return Target(name, "modelled", run, clock=lambda: backend.last_modelled_seconds, layer_times=layers,
                       note=f"outputs: numpy executor; time: perf model, II {model.ii_cycles:.1f} cycles "
                            f"({model.binding}) at {model.clock_mhz:g} MHz + {model.overhead_s * 1e6:.0f} us/batch")
     return Target(name, label or backend.label, run, note="PYNQ, zynq-iodma shell; wall time incl. packing")
@@ -154,9 +171,9 @@ def executor_target(name: str, executor, label: str) -> Target:
     def run(images: np.ndarray) -> np.ndarray:
         return executor.run(images.reshape(len(images), *executor.input_shape)).reshape(len(images))
 
-    def layers(images: np.ndarray) -> list[tuple[str, float]]:
+    def layers(images: np.ndarray) -> list[tuple[str, bool, float]]:
         _, trace = executor.run(images.reshape(len(images), *executor.input_shape), return_layers=True)
-        return [(t.name, t.seconds / len(images)) for t in trace]
+        return [(t.name, t.kind.startswith(MATRIX_KINDS), t.seconds) for t in trace]
 
     return Target(name, label, run, layer_times=layers, note="numpy, integer-exact, batched")
 
@@ -173,7 +190,8 @@ class BenchConfig:
     layer_batch: int = LAYER_BATCH
 
     def __post_init__(self) -> None:
-        if not self.batches or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0 or self.budget_s <= 0:
+        if (not self.batches or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0 or self.layer_batch < 1
+                or not math.isfinite(self.budget_s) or self.budget_s <= 0):
             raise HostError(f"bad benchmark settings {self}: batches and repeats must be >= 1, budget > 0")
 
 
@@ -210,12 +228,58 @@ def bench_target(target: Target, package: Package, cfg: BenchConfig) -> dict:
         best = max(result["throughput"], key=lambda t: t["images_per_second"])
         result["best_images_per_second"], result["best_batch"] = best["images_per_second"], best["batch"]
         if target.layer_times:
-            batch = tile(package.inputs, cfg.layer_batch)
-            result["layers"] = [{"name": n, "seconds_per_image": s} for n, s in target.layer_times(batch)]
-            result["layers_batch"] = cfg.layer_batch
+            result.update(layer_profile(target, tile(package.inputs, cfg.layer_batch), cfg))
     except Exception as err:  # one target's crash is reported in its row; the others still run
         return result | {"status": "error", "reason": f"{type(err).__name__}: {err}"}
     return result | {"status": "ok"}
+
+
+def layer_profile(target: Target, batch: np.ndarray, cfg: BenchConfig) -> dict:
+    """Per-layer seconds per image on ``batch`` (median and minimum over runs, with each layer's stage),
+    and the whole run beside them, timed the same way without the per-layer clocks.
+
+    A sequential target's layers add up to its whole run (``layers_combine``: "sum"), less what lies
+    between them. Medians on a shared machine carry preemptions, which a long whole run catches more
+    often than its short layers; the minima (noise only ever adds time) compare the two without it.
+    A modelled pipeline's layers overlap ("slowest": the slowest sets the rate)."""
+    n = len(batch)
+    runs = []
+    timed_runs(lambda: runs.append(target.layer_times(batch)), cfg)
+    runs = runs[len(runs) - min(len(runs), cfg.repeats):]  # the timed runs, not the warm-up
+    layers, stage = [], 0
+    for i, (name, matrix, _) in enumerate(runs[0]):
+        stage += bool(matrix)
+        samples = [r[i][2] / n for r in runs]
+        layers.append({"name": name, "matrix": bool(matrix), "stage": stage,
+                       "seconds_per_image": float(np.median(samples)), "min_seconds_per_image": float(min(samples))})
+    if target.clock:
+        target.run(batch)
+        whole, combine = [float(target.clock())], "slowest"
+    else:
+        whole, combine = timed_runs(lambda: target.run(batch), cfg), "sum"
+    return {"layers": layers, "layers_batch": n, "layers_combine": combine, "layers_runs": len(runs),
+            "layers_sum_seconds_per_image": sum(l["seconds_per_image"] for l in layers),
+            "whole_run_seconds_per_image": float(np.median(whole)) / n,
+            "layers_sum_min_seconds_per_image": sum(l["min_seconds_per_image"] for l in layers),
+            "whole_run_min_seconds_per_image": min(whole) / n}
+
+
+def timed_runs(fn: Callable[[], object], cfg: BenchConfig) -> list[float]:
+    """Wall times of ``fn()``: ``warmup`` untimed calls, then up to ``repeats`` timed ones
+    (fewer when they outlast ``budget_s``), as `throughput` times whole batches."""
+    deadline = time.perf_counter() + cfg.budget_s
+    for _ in range(cfg.warmup):
+        fn()
+        if time.perf_counter() > deadline:
+            break
+    times, deadline = [], time.perf_counter() + cfg.budget_s
+    for _ in range(cfg.repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if time.perf_counter() > deadline:
+            break
+    return times
 
 
 def accuracy(target: Target, package: Package, chunk: int = 256) -> dict:
@@ -459,19 +523,36 @@ def _plot_latency(plt, results):
     return fig
 
 
+def stage_seconds(result: dict) -> dict[int, float]:
+    """A target's seconds per image per stage (0: before the first matrix layer; k: matrix layer k
+    and the layers after it up to the next), the unit the per-layer plot compares across targets."""
+    stages: dict[int, float] = {}
+    for layer in result.get("layers") or ():
+        stages[layer["stage"]] = stages.get(layer["stage"], 0.0) + layer["seconds_per_image"]
+    return stages
+
+
 def _plot_layers(plt, results):
+    """Grouped bars: per stage (layer by layer), one bar per target, on one log axis."""
     with_layers = [r for r in results if r.get("layers")]
-    fig, axes = plt.subplots(max(1, len(with_layers)), 1, figsize=(7, 1.2 + 1.6 * max(1, len(with_layers))),
-                             squeeze=False)
-    for ax, r in zip(axes[:, 0], with_layers):
-        names = [l["name"] for l in r["layers"]]
-        ax.barh(names, [1e6 * l["seconds_per_image"] for l in r["layers"]])
-        ax.invert_yaxis()
-        ax.set_title(f"{r['name']} ({r['label']}), batch {r['layers_batch']}", fontsize=9)
-        ax.set_xlabel("us per image")
-        ax.tick_params(labelsize=7)
-    if not with_layers:
-        axes[0, 0].set_title("no target gave per-layer times")
+    per_target = [stage_seconds(r) for r in with_layers]
+    stages = sorted({k for st in per_target for k in st})
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(stages) + 3), 4.5))
+    width = 0.8 / max(1, len(with_layers))
+    for i, (r, st) in enumerate(zip(with_layers, per_target)):
+        xs = [j + (i - (len(with_layers) - 1) / 2) * width for j, k in enumerate(stages) if k in st]
+        ax.bar(xs, [1e6 * st[k] for k in stages if k in st], width, hatch="//" if r["label"] == "modelled" else None,
+               label=f"{r['name']} ({r['label']})")
+    ax.set_xticks(range(len(stages)), ["input" if k == 0 else f"matrix layer {k}" for k in stages], fontsize=8)
+    batch = with_layers[0]["layers_batch"] if with_layers else "-"
+    ax.set(yscale="log", ylabel="us per image (median)",
+           title=f"Time per layer, batch {batch} (a stage: a matrix layer and what follows it; hatched: modelled)")
+    ax.title.set_fontsize(9)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    if with_layers:
+        ax.legend(fontsize=7)
+    else:
+        ax.set_title("no target gave per-layer times")
     fig.tight_layout()
     return fig
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from host.errors import HostError, IOSpecError
-from host.files import read_versioned_json
+from host.files import read_npz, read_versioned_json
 
 FORMAT = "qnn-flows-executor/1"
 JSON_NAME = "executor.json"
@@ -508,9 +508,15 @@ class Executor:
             raise IOSpecError(f"executor input must be (N, {', '.join(map(str, self.input_shape))}), "
                               f"got {x.shape}; reshape the batch")
         lo, hi = self.input_range
-        if not np.issubdtype(x.dtype, np.integer):
-            if not np.array_equal(x, np.round(x)):
-                raise IOSpecError(f"executor input must hold integers ({self.input_datatype}); got fractions")
+        if x.dtype.kind not in "biuf":
+            raise IOSpecError(f"executor input has dtype {x.dtype}; give integers ({self.input_datatype}) "
+                              "as a numeric array")
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x) | (x != np.round(x))
+            if bad.any():
+                at = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise IOSpecError(f"executor input value {x[at]} at index {at} is not an integer of "
+                                  f"{self.input_datatype} [{lo}, {hi}]; quantise the images first")
             x = x.astype(np.int64)
         if x.size and not (np.iinfo(x.dtype).min >= lo and np.iinfo(x.dtype).max <= hi):
             if x.min() < lo or x.max() > hi:
@@ -544,11 +550,7 @@ def read_files(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     meta = read_versioned_json(directory / JSON_NAME, FORMAT, ExecutorFileError,
                                "the deploy package's executor/ folder holds it", "re-export the design",
                                "rebuild the package with the matching qnn-flows, or update host/")
-    try:
-        with np.load(directory / NPZ_NAME, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
-        raise ExecutorFileError(f"{directory / NPZ_NAME} is not readable ({exc}); re-export the design") from None
+    arrays = read_npz(directory / NPZ_NAME, None, ExecutorFileError, "re-export the design (or copy the package again)")
     return meta, arrays
 
 

@@ -90,7 +90,7 @@ _PICKLE_ALLOWED = {
     ("numpy", "dtype"),
     ("_codecs", "encode"),
 }
-_NO_VERIFY = "pass verify=False (CLI: --no-verify) to accept your own copy"
+_NO_VERIFY = "pass verify=False (CLI: --no-verify-checksums) to accept your own copy"
 
 
 @dataclass(frozen=True, eq=False)

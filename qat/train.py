@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from flows.errors import ConfigError, ModelError
+from flows.errors import ConfigError, ModelError, finite
 from qat.data import Dataset
 from qat.models import DROPOUT, ModelSpec, build_model
 
@@ -37,8 +37,11 @@ class TrainConfig:
     shift: int = 0  # augmentation: each training image moved by up to this many pixels (zero fill)
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(f"bad training config {self}: epochs, batch_size and lr must be positive")
+        finite("training config: epochs", self.epochs, minimum=1)
+        finite("training config: batch_size", self.batch_size, minimum=1)
+        finite("training config: lr", self.lr, positive=True)
+        finite("training config: dropout", self.dropout)
+        finite("training config: shift", self.shift)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"bad training config: dropout must be in [0, 1), got {self.dropout}")
         if self.shift < 0:
@@ -116,8 +119,13 @@ def _expand(state: dict, scales: dict) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by :meth:`Checkpoint.save`; any other file is a ModelError."""
+    """Read a checkpoint written by :meth:`Checkpoint.save`; any other file is a ModelError.
+
+    Every record is checked on load, and the weights against the model the spec builds, so a
+    broken or mismatched file fails here, before any step uses it."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"checkpoint {path} is a directory; give the .pt file itself")
     if not path.is_file():
         raise ModelError(f"checkpoint {path} not found")
     try:
@@ -127,12 +135,34 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                          "is it a qnn-flows checkpoint?") from exc
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path} is not a qnn-flows checkpoint (format {CHECKPOINT_FORMAT})")
-    data = blob["data"]
-    return Checkpoint(ModelSpec.from_dict(blob["spec"]),
-                      DatasetInfo(data["name"], tuple(data["image_shape"]), data["num_classes"], data["pixel_max"]),
-                      TrainConfig(**blob["train"]), _expand(blob["state_dict"], blob.get("weight_scales") or {}),
-                      blob["metrics"], blob.get("optimizer"),
-                      blob.get("resume"))
+    try:
+        data = blob["data"]
+        ckpt = Checkpoint(ModelSpec.from_dict(blob["spec"], source=f"checkpoint {path}: spec"),
+                          DatasetInfo(data["name"], tuple(data["image_shape"]), data["num_classes"],
+                                      data["pixel_max"]),
+                          TrainConfig(**blob["train"]), _expand(blob["state_dict"], blob.get("weight_scales") or {}),
+                          blob["metrics"], blob.get("optimizer"), blob.get("resume"))
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        what = f"lacks its {exc.args[0]!r} record" if isinstance(exc, KeyError) else f"is malformed ({exc})"
+        raise ModelError(f"checkpoint {path} {what}; it was not written by this qnn-flows "
+                         "(flows train writes complete ones)") from None
+    _check_weights(ckpt, path)
+    return ckpt
+
+
+def _check_weights(ckpt: Checkpoint, path: Path) -> None:
+    """ModelError unless the state dict fits the model its spec builds (same keys, same shapes)."""
+    want = build_model(ckpt.spec, ckpt.data.image_shape, ckpt.data.num_classes, ckpt.data.pixel_max).state_dict()
+    have = ckpt.state_dict
+    missing = [k for k in want if k not in have]
+    extra = [k for k in have if k not in want]
+    shapes = [k for k in want if k in have and tuple(getattr(have[k], "shape", ())) != tuple(want[k].shape)]
+    if missing or extra or shapes:
+        first = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra else
+                 f"{shapes[0]} is {tuple(have[shapes[0]].shape)}, the spec needs {tuple(want[shapes[0]].shape)}")
+        raise ModelError(f"checkpoint {path}: its weights do not fit its model spec {ckpt.spec.name} "
+                         f"({len(missing)} missing, {len(extra)} unexpected, {len(shapes)} of another shape; "
+                         f"first: {first}); use the checkpoint flows train wrote, unedited")
 
 
 def as_tensor(images: np.ndarray) -> torch.Tensor:

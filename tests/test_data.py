@@ -270,7 +270,7 @@ def test_data_dir_not_a_directory(tmp_path):
 def test_idx_checksum_mismatch(tmp_path):
     make_idx_dataset(tmp_path)
     message = error_of("mnist", tmp_path, verify=True)
-    assert "checksum" in message and "md5" in message and "--no-verify" in message
+    assert "checksum" in message and "md5" in message and "--no-verify-checksums" in message
     assert str(tmp_path / "train-images-idx3-ubyte.gz") in message
     assert len(load_dataset("mnist", tmp_path, verify=False).train) == 6
 
@@ -285,7 +285,7 @@ def test_fashion_decompressed_verify_checks_official_count(tmp_path):
     # No MD5 is published for decompressed Fashion-MNIST, so verify checks the official counts instead.
     make_idx_dataset(tmp_path / "FashionMNIST" / "raw", gz=False)
     message = error_of("fashion-mnist", tmp_path, verify=True)
-    assert "train-images-idx3-ubyte" in message and "60000" in message and "--no-verify" in message
+    assert "train-images-idx3-ubyte" in message and "60000" in message and "--no-verify-checksums" in message
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -321,7 +321,7 @@ def test_cifar10_checksum_mismatch_says_how_to_accept(tmp_path):
     own = hashlib.md5((tmp_path / "data_batch_1").read_bytes()).hexdigest()
     assert str(tmp_path / "data_batch_1") in message and own in message
     assert "c99cafc152244af753f735de768cd75f" in message and "official" in message
-    assert "verify=False" in message and "--no-verify" in message
+    assert "verify=False" in message and "--no-verify-checksums" in message
 
 
 def test_cifar10_truncated_pickle(tmp_path):

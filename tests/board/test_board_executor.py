@@ -62,6 +62,34 @@ def test_bad_input_is_refused(executor, vectors, bad):
         executor.run(wrong)
 
 
+@pytest.mark.parametrize("bad, words", [
+    ("strings", ["dtype <U", "numeric array"]),
+    ("inf", ["value inf at index (0, 0)", "quantise"]),
+    ("nan", ["value nan at index (0, 0)"]),
+], ids=["strings", "inf", "nan"])
+def test_non_numbers_are_refused_by_name(executor, vectors, bad, words):
+    x = vectors["inputs"][:4]
+    if bad == "strings":
+        wrong = x.astype(str)
+    else:
+        wrong = x.astype(np.float64)
+        wrong[0, 0] = {"inf": np.inf, "nan": np.nan}[bad]
+    with pytest.raises(IOSpecError) as err:
+        executor.run(wrong)
+    message = str(err.value)
+    assert all(w in message for w in words) and "9223372036854775808" not in message, message
+
+
+def test_truncated_weights_file_is_one_error(tmp_path):
+    from host.executor import ExecutorFileError
+
+    shutil.copytree(DESIGN, tmp_path / "ex")
+    npz = tmp_path / "ex" / "executor.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    with pytest.raises(ExecutorFileError, match="damaged or truncated.*re-export"):
+        Executor.load(tmp_path / "ex")
+
+
 def test_other_format_is_refused(tmp_path):
     shutil.copytree(DESIGN, tmp_path / "ex")
     path = tmp_path / "ex" / "executor.json"
