@@ -43,17 +43,83 @@ class Build:
 
     @functools.cached_property
     def dataset(self):
-        from qat.data import load_dataset
+        """The built-in dataset (--data), an --onnx model's own (--data-file), or, with neither,
+        unlabelled random inputs over the whole input datatype (accuracy unknown)."""
+        from qat.data import load_dataset, load_own_data, random_inputs
 
+        if self.cfg.data_file:
+            dt = self.input_dt
+            return load_own_data(self.cfg.data_file, self.onnx_input[1], int(dt.min), int(dt.max), dt.name,
+                                 bipolar=dt.is_bipolar)
+        if self.cfg.data is None:
+            return random_inputs(self.onnx_input[1], self.input_values())
         return load_dataset(self.cfg.data, self.cfg.data_dir, verify=self.cfg.verify_checksums)
 
     @property
     def pixel_max(self) -> int:
         return self.dataset.pixel_max
 
-    @property
+    @functools.cached_property
+    def onnx_input(self) -> tuple[str, tuple[int, ...], str]:
+        """An --onnx model's graph input: (name, shape without the batch axis, declared datatype)."""
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        from flows.steps import check_onnx_file
+
+        check_onnx_file(Path(self.cfg.onnx))
+        model = ModelWrapper(str(self.cfg.onnx))
+        name = model.graph.input[0].name
+        shape = tuple(int(d) for d in model.get_tensor_shape(name))
+        if len(shape) < 2 or shape[0] != 1 or min(shape) < 1:
+            raise ModelError(f"{self.cfg.onnx}: input {name} has shape {list(shape)}; FINN takes a batch-1 input "
+                             "with fixed dimensions, e.g. [1, 600] or [1, 3, 32, 32]")
+        return name, shape[1:], model.get_tensor_datatype(name).name
+
+    @functools.cached_property
     def input_datatype(self) -> str:
-        return "UINT8" if self.pixel_max <= 255 else "UINT16"  # what the input DMA streams
+        """What the input DMA streams: an --onnx model's declared integer input datatype (or
+        --input-datatype); else the smallest UINT holding the dataset's pixels."""
+        if not self.cfg.onnx:
+            return "UINT8" if self.pixel_max <= 255 else "UINT16"
+        name, _, declared = self.onnx_input
+        given = self.cfg.input_datatype
+        if declared != "FLOAT32":
+            if given and given != declared:
+                raise ConfigError(f"--input-datatype {given}, but {self.cfg.onnx} declares its input {name} "
+                                  f"{declared}; drop --input-datatype or re-annotate the model")
+            if not _integer_datatype(declared):
+                raise ModelError(f"{self.cfg.onnx}: input {name} is declared {declared}; FINN's dataflow input "
+                                 "must be an integer datatype (BIPOLAR, BINARY, INTn, UINTn)")
+            return declared
+        if given:
+            return given
+        if self.cfg.data:  # a built-in dataset: its pixels
+            return "UINT8" if self.pixel_max <= 255 else "UINT16"
+        raise ModelError(f"{self.cfg.onnx}: input {name} has no integer datatype annotation (FLOAT32), so what "
+                         "the hardware takes is unknown; annotate it (qonnx ModelWrapper.set_tensor_datatype(input, "
+                         "DataType['UINT8'])) or pass --input-datatype, e.g. UINT8, INT4, BIPOLAR")
+
+    @property
+    def input_dt(self):
+        from host.datatypes import parse
+
+        return parse(self.input_datatype)
+
+    def input_values(self):
+        """Every input value (ascending) the input quantiser is tabulated over: a built-in dataset's
+        0..pixel_max, else the input datatype's range (BIPOLAR: -1, +1; at most 65,536 values)."""
+        import numpy as np
+
+        if self.cfg.data is not None:
+            return np.arange(self.pixel_max + 1)
+        dt = self.input_dt
+        if dt.is_bipolar:
+            return np.array([-1, 1])
+        lo, hi = int(dt.min), int(dt.max)
+        if hi - lo >= 1 << 16:
+            raise ModelError(f"input datatype {dt.name} has {hi - lo + 1:,} values; an input quantiser is "
+                             "tabulated over every input value, so at most 16-bit inputs are supported")
+        return np.arange(lo, hi + 1)
 
     def checkpoint(self):
         """The trained checkpoint of this run, or None for an --onnx build."""
@@ -71,6 +137,8 @@ class Build:
                               f"{self.cfg.model}; drop --model to build what the checkpoint holds")
 
     def check_input_shape(self, model) -> None:
+        if self.cfg.onnx and self.cfg.data is None:
+            return  # own data and random inputs are shaped as the model input
         shape = tuple(model.get_tensor_shape(model.graph.input[0].name))
         want = (1, *self.dataset.image_shape)
         if math.prod(shape) != math.prod(want):
@@ -148,6 +216,16 @@ class Build:
         return message, current_folding(fitting)
 
 
+def _integer_datatype(name: str) -> bool:
+    from host.datatypes import parse
+    from host.errors import IOSpecError
+
+    try:
+        return not parse(name).is_fixed
+    except IOSpecError:
+        return False
+
+
 def weight_mbit(model) -> float:
     """Megabits of weights in the matrix layers (MVAU, VVAU) of ``model``: what BRAM/LUTRAM must hold."""
     from qonnx.custom_op.registry import getCustomOp
@@ -177,12 +255,26 @@ def check_run_dir(cfg: BuildConfig) -> None:
             raise ConfigError(f"{cfg.run_dir} holds another build ({old}); use another --out")
 
 
+def preflight(build: Build) -> None:
+    """Check what can be checked before the first step: an --onnx model's input and its data
+    (shape and value range), a folding file's form."""
+    if build.cfg.onnx and build.cfg.from_step in (None, "train", "export"):
+        build.onnx_input  # readable, with a fixed batch-1 input (the datatype is checked by cleanup)
+        if build.cfg.data_file:
+            build.dataset
+    if build.cfg.folding:
+        from hw.folding import read_folding
+
+        read_folding(build.cfg.folding)
+
+
 def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
     """Run the selected steps of one build; returns the reports of the steps run."""
     from flows.finn_env import init_finn
 
     build = Build(cfg)
     check_run_dir(cfg)
+    preflight(build)
     try:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         probe = cfg.run_dir / ".write-test"

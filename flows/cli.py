@@ -33,6 +33,11 @@ def build(
     data: Optional[str] = typer.Option(None, help="digits (bundled; the default), digits32 (bundled digits "
                                        "as 32x32 RGB; the default for cnv), mnist, fashion-mnist, cifar10."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    data_file: Optional[Path] = typer.Option(None, help="An --onnx model's own labelled data: .npz with x_test, "
+                                             "y_test (x_train, y_train optional), or an .npy/.csv table with "
+                                             "the label last (docs/own-models.md)."),
+    input_datatype: Optional[str] = typer.Option(None, help="An --onnx model's input datatype where the model "
+                                                 "does not declare one, e.g. UINT8, INT4, BIPOLAR, BINARY."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_fps: Optional[float] = typer.Option(None, help="Fold for this many images/s."),
     folding: Optional[Path] = typer.Option(None, help="Folding JSON to apply (edit the one a build writes)."),
@@ -48,7 +53,7 @@ def build(
 
     _run(lambda: _build(BuildConfig(
         board=board, model=model, model_config=model_config, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
-        verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
+        data_file=data_file, input_datatype=input_datatype, verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
         from_step=from_step, to_step=to_step, allow_overflow=allow_overflow,
         train=TrainOptions(epochs=epochs, seed=seed))))
 

@@ -49,7 +49,7 @@ def write_package(build, out: Path) -> dict:
     export_executor(model, work / "executor")
     meta = {"format": PACKAGE_FORMAT, "model": build.cfg.run_name, "board": build.board.name,
             "clock_mhz": build.board.clock_mhz, "part": build.board.part, "bitfile": bitfile,
-            "test_vectors": n_vectors,
+            "test_vectors": n_vectors, "labelled": bool(build.dataset.labelled),
             "executor": "executor/"}  # numpy-only executor of the same design (host.executor)
     meta.update(host=_copy_host_code(work), notebook=_write_notebook(work, meta))
     (work / "deploy.json").write_text(json.dumps(meta, indent=2))
@@ -65,7 +65,10 @@ def _write_test_vectors(build, work: Path, spec: dict) -> int:
     n = min(len(test.labels), MAX_TEST_VECTORS)
     from flows.execute import to_graph_input  # NHWC for a CNN's partition, flat for an MLP's
 
-    inputs = to_graph_input(build.model("fold"), test.images[:n]).astype(np.uint8)
+    from host.datatypes import parse
+
+    container = parse(spec["input"]["datatype"]).value_dtype  # uint8 for UINT8, int8 for BIPOLAR, ...
+    inputs = to_graph_input(build.model("fold"), test.images[:n]).astype(container)
     np.savez_compressed(work / "test_vectors.npz", inputs=inputs, labels=test.labels[:n],
                         expected=outputs["dataflow_predictions"][:n],
                         expected_last_layer=np.round(outputs["dataflow_last_layer"][:n]).astype(np.int64))
