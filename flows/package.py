@@ -50,12 +50,19 @@ def write_package(build, out: Path) -> dict:
     meta = {"format": PACKAGE_FORMAT, "model": build.cfg.run_name, "board": build.board.name,
             "clock_mhz": build.board.clock_mhz, "part": build.board.part, "bitfile": bitfile,
             "test_vectors": n_vectors, "labelled": bool(build.dataset.labelled),
+            **({"prediction": "positive"} if _is_decision(model) else {}),  # host.bench.Package.to_predictions
             "executor": "executor/"}  # numpy-only executor of the same design (host.executor)
     meta.update(host=_copy_host_code(work), notebook=_write_notebook(work, meta))
     (work / "deploy.json").write_text(json.dumps(meta, indent=2))
     write_reports(build, work)
     replace_dir(work, final)
     return {"deploy_dir": str(final), **meta}
+
+
+def _is_decision(model) -> bool:
+    from flows.execute import is_decision
+
+    return is_decision(model)
 
 
 def _write_test_vectors(build, work: Path, spec: dict) -> int:
