@@ -246,6 +246,22 @@ def _parse_model(name: str):
     return parse_model_name(name)
 
 
+def load_config(run_dir: Path) -> BuildConfig:
+    """The BuildConfig a run folder was built with (its config.json), without --from/--to."""
+    from dataclasses import fields
+
+    from flows.config import TrainOptions
+
+    try:
+        raw = json.loads((Path(run_dir) / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read {run_dir}/config.json ({type(exc).__name__}); rebuild the run") from None
+    paths = {f.name for f in fields(BuildConfig) if "Path" in str(f.type)}
+    values = {k: (Path(v) if k in paths and v is not None else v) for k, v in raw.items()
+              if k not in ("train", "from_step", "to_step", "out")}
+    return BuildConfig(**values, train=TrainOptions(**raw.get("train", {})), out=Path(run_dir))
+
+
 def check_run_dir(cfg: BuildConfig) -> None:
     """A run directory holds one build: refuse to mix another model/data/board into it."""
     path = cfg.run_dir / "config.json"

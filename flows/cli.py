@@ -179,7 +179,8 @@ def _eval(path: Path, data, data_dir, verify: bool) -> None:
 
 @app.command("bench")
 def bench_cmd(
-    deploy_dir: Path = typer.Argument(..., help="A build's deploy/ folder."),
+    deploy_dir: Path = typer.Argument(..., help="A build's deploy/ folder, or its run folder once it reached "
+                                     "its estimate (a bench package is made from the folded design)."),
     targets: Optional[str] = typer.Option(None, help="Comma-separated targets (default: all), e.g. "
                                           "cpu-brevitas,numpy-executor,fpga-sim."),
     batch: str = typer.Option("1,16,256,1024,10000", help="Batch sizes of the throughput sweep."),
