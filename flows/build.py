@@ -160,10 +160,15 @@ class Build:
         """The folding to apply: --folding FILE, --target-fps, or the default DMA-bound rule."""
         from hw import folding as fold
 
-        if self.cfg.folding:
-            return {"rule": f"--folding {self.cfg.folding}", "target_cycles": None,
-                    "folding": fold.read_folding(self.cfg.folding)}
         io = self.io_cycles(model)
+        if self.cfg.folding:
+            from hw.folding_file import apply_folding_file
+
+            lines = apply_folding_file(model, fold.read_folding(self.cfg.folding),
+                                       fold.choose_folding(model, io, self.board.part), str(self.cfg.folding))
+            return {"rule": f"--folding {self.cfg.folding}; nodes it does not name: the default rule "
+                            f"(cheapest folding reaching the IO DMA bound of {io} cycles)",
+                    "target_cycles": None, "folding": fold.current_folding(model), "file_report": lines}
         if self.cfg.target_fps:
             target = max(1, math.floor(self.board.clock_mhz * 1e6 / self.cfg.target_fps))
             return {"rule": f"--target-fps {self.cfg.target_fps:g}: cheapest folding with at most {target} "
@@ -279,9 +284,17 @@ def preflight(build: Build) -> None:
         if build.cfg.data_file:
             build.dataset
     if build.cfg.folding:
-        from hw.folding import read_folding
+        import copy
 
-        read_folding(build.cfg.folding)
+        from hw.folding import read_folding
+        from hw.folding_file import apply_folding_file
+
+        raw = read_folding(build.cfg.folding)
+        specialised = build.dir("specialize") / "model.onnx"
+        if specialised.is_file():  # a resumed build: match and check the file against the design now
+            model = build.model("specialize")
+            apply_folding_file(copy.deepcopy(model), raw, {},
+                               str(build.cfg.folding))
 
 
 def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:

@@ -275,6 +275,9 @@ def step_fold(build, out: Path) -> dict:
     est = build.estimate(model)
     report = {"rule": chosen["rule"], "target_cycles": chosen["target_cycles"], "fits": est.fits,
               "folding_file": str(build.dir("fold") / "folding.json")}
+    if "file_report" in chosen:  # --folding FILE: what was applied, matched, defaulted or not applied
+        report["folding_file_report"] = chosen["file_report"]
+        (out / "folding_report.txt").write_text("\n".join(chosen["file_report"]) + "\n")
     if not est.fits:
         message, fitting = build.misfit(model, est)
         if fitting is not None:  # None: no folding fits this board
