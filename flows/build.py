@@ -162,13 +162,16 @@ class Build:
 
         io = self.io_cycles(model)
         if self.cfg.folding:
-            from hw.folding_file import apply_folding_file
+            from hw.folding_file import apply_folding_file, named_cycles
 
-            lines = apply_folding_file(model, fold.read_folding(self.cfg.folding),
-                                       fold.choose_folding(model, io, self.board.part), str(self.cfg.folding))
-            return {"rule": f"--folding {self.cfg.folding}; nodes it does not name: the default rule "
-                            f"(cheapest folding reaching the IO DMA bound of {io} cycles)",
-                    "target_cycles": None, "folding": fold.current_folding(model), "file_report": lines}
+            raw = fold.read_folding(self.cfg.folding)
+            target = max(io, named_cycles(model, raw))  # unnamed layers need not outrun the file's slowest
+            lines = apply_folding_file(model, raw, fold.choose_folding(model, target, self.board.part),
+                                       str(self.cfg.folding))
+            return {"rule": f"--folding {self.cfg.folding}; nodes it does not name: the default rule (cheapest "
+                            f"folding within {target} cycles per image: the slower of the IO DMA bound, {io}, and "
+                            "the slowest layer the file folds)",
+                    "target_cycles": target, "folding": fold.current_folding(model), "file_report": lines}
         if self.cfg.target_fps:
             target = max(1, math.floor(self.board.clock_mhz * 1e6 / self.cfg.target_fps))
             return {"rule": f"--target-fps {self.cfg.target_fps:g}: cheapest folding with at most {target} "

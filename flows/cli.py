@@ -72,6 +72,8 @@ def _build(cfg) -> None:
         console.print(f"[{idx:2d}/{len(STEP_NAMES) - 1}] {name:<11} {report.get('seconds', 0):6.2f} s")
         if name == "bitfile" and report.get("reason"):
             console.print(f"        {report['reason']}")
+        for line in report.get("folding_file_report", []):  # --folding FILE: applied, matched, defaulted
+            console.print(f"        {line}", highlight=False)
 
     run_build(cfg, on_done=done)
     b = Build(cfg)

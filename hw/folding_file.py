@@ -228,3 +228,15 @@ def apply_folding_file(model, raw: dict, default: dict[str, dict], file_name: st
             lines += skipped
     apply_folding(model, planned)
     return lines
+
+
+def named_cycles(model, raw: dict) -> int:
+    """The most cycles per image among the layers the file names, as it folds them (0: none)."""
+    import copy
+
+    from qonnx.custom_op.registry import getCustomOp
+
+    trial = copy.deepcopy(model)
+    apply_folding_file(trial, raw, {}, "")
+    named = {m.node for m in match_nodes(trial, [k for k in raw if k != "Defaults"])}
+    return max((int(getCustomOp(n).get_exp_cycles()) for n in trial.graph.node if n.name in named), default=0)
