@@ -523,20 +523,23 @@ def _split_as(x: np.ndarray, y: np.ndarray) -> Split:
     return Split(x, y)
 
 
-def random_inputs(input_shape: tuple[int, ...], values: np.ndarray, n: int = 256, seed: int = 0) -> Dataset:
+def random_inputs(input_shape: tuple[int, ...], values: np.ndarray, n_random: int = 128, most_constant: int = 1024,
+                  seed: int = 0) -> Dataset:
     """Unlabelled inputs over every value an input datatype allows (``values``, ascending).
 
-    The first rows are constant rows of each value (every value of a small datatype is met,
-    with every tie an input quantiser could round), then rows alternating min and max (edges
-    side by side), then uniform random rows. Labels are placeholders (``labelled=False``):
-    accuracy on them means nothing.
+    First one constant row per value (every value of a datatype of up to 10 bits, so every
+    tie an input quantiser could round; ``most_constant`` evenly spread values beyond), then
+    two rows alternating the smallest and largest value (edges side by side), then
+    ``n_random`` uniform random rows. Labels are placeholders (``labelled=False``): accuracy
+    on them means nothing.
     """
     rng = np.random.default_rng(seed)
     per = math.prod(input_shape)
-    constant = np.repeat(values[: n // 2, None], per, axis=1) if len(values) <= n // 2 else \
-        np.repeat(values[np.linspace(0, len(values) - 1, n // 2).round().astype(int), None], per, axis=1)
+    picked = values if len(values) <= most_constant else \
+        values[np.linspace(0, len(values) - 1, most_constant).round().astype(int)]
+    constant = np.repeat(picked[:, None], per, axis=1)
     edges = np.where(np.arange(per) % 2 == np.arange(2)[:, None], values[0], values[-1])
-    rest = values[rng.integers(0, len(values), size=(max(0, n - len(constant) - 2), per))]
+    rest = values[rng.integers(0, len(values), size=(n_random, per))]
     x = np.concatenate([constant, edges, rest]).reshape(-1, *input_shape)
     test = _split_as(x, np.zeros(len(x), np.int64))
     empty = Split(np.zeros((0, *input_shape), test.images.dtype), np.zeros(0, np.int64))
