@@ -28,12 +28,14 @@ def flows_cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def mlp600(tmp_path_factory) -> tuple[Path, Path]:
-    """(model.onnx, data.npz): the tutorial-style MLP trained briefly on its rule-made data."""
+    """(model.onnx, data.npz): the tutorial-style MLP trained briefly on its rule-made data
+    (about 30 s: training and Brevitas' export; the tests using it are marked slow)."""
     import torch
 
     from examples import mlp600 as example
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("mlp600")
     data = example.make_data(n_train=2000, n_test=300)
     np.savez(out / "data.npz", **data)
@@ -49,6 +51,7 @@ def mlp600_run(mlp600, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_tutorial_mlp_verifies_on_its_own_data(mlp600_run):
     v = report(mlp600_run, "verify")
     assert v["passed"] and v["images"] == 300 and v["dataset"] == "data.npz"
@@ -59,6 +62,7 @@ def test_tutorial_mlp_verifies_on_its_own_data(mlp600_run):
     assert convert["input_quantiser"] is None and convert["input_datatype"] == "BIPOLAR"
 
 
+@pytest.mark.slow
 def test_one_bit_input_is_one_bit_on_the_wire(mlp600_run):
     from host.driver import IOSpec
 
@@ -71,6 +75,7 @@ def test_one_bit_input_is_one_bit_on_the_wire(mlp600_run):
     assert vectors["inputs"].dtype == np.int8 and set(np.unique(vectors["inputs"])) == {-1, 1}
 
 
+@pytest.mark.slow
 def test_bench_on_the_package_runs_the_real_input(mlp600_run, tmp_path):
     from flows import bench
 
@@ -84,6 +89,7 @@ def test_bench_on_the_package_runs_the_real_input(mlp600_run, tmp_path):
     assert rows["cpu-brevitas"]["status"] == "skipped"
 
 
+@pytest.mark.slow
 def test_no_data_estimate_then_bench_the_run(mlp600, tmp_path):
     from flows import bench
 
@@ -96,6 +102,20 @@ def test_no_data_estimate_then_bench_the_run(mlp600, tmp_path):
     assert all(r["status"] == "ok" and r["accuracy"]["accuracy"] is None for r in rows.values()), rows
     meta = json.loads((run / "bench" / "package" / "deploy.json").read_text())
     assert meta["labelled"] is False and "did not run" in meta["expected"]
+
+
+@pytest.fixture(scope="module")
+def bipolar600(tmp_path_factory) -> Path:
+    """A hand-made model shaped as the tutorial's: 600 bipolar inputs, one bipolar output."""
+    return mlp(tmp_path_factory.mktemp("b600") / "b600.onnx", "BIPOLAR", features=600, classes=1)
+
+
+def test_600_bipolar_inputs_are_75_bytes_without_data(bipolar600, tmp_path):
+    run = tmp_path / "run"
+    run_build(BuildConfig(board="pynq-z1", onnx=bipolar600, out=run, to_step="estimate"))
+    est = report(run, "estimate")
+    assert est["in_bytes"] == 75 and est["io_in_cycles"] == 10 and est["out_bytes"] == 1
+    assert report(run, "cleanup")["data"].startswith("none")
 
 
 @pytest.mark.parametrize("datatype, quantiser, in_bytes", [("INT4", False, 8), ("UINT8", True, 16)],
@@ -167,16 +187,16 @@ def bad_data(tmp_path: Path, kind: str) -> Path:
     ("labels", ["d.npz", "y_test", "(10,)"]),
     ("suffix", ["d.txt", "not .npz, .npy or .csv"]),
 ])
-def test_own_data_is_checked_before_the_first_step(mlp600, tmp_path, kind, words):
-    onnx, _ = mlp600
+def test_own_data_is_checked_before_the_first_step(bipolar600, tmp_path, kind, words):
+    onnx = bipolar600
     with pytest.raises(DatasetError) as err:
         run_build(BuildConfig(onnx=onnx, data_file=bad_data(tmp_path, kind), out=tmp_path / "run"))
     assert all(w in str(err.value) for w in words), str(err.value)
     assert not (tmp_path / "run" / "01_export").exists()
 
 
-def test_own_data_error_on_the_command_line(mlp600, tmp_path):
-    onnx, _ = mlp600
+def test_own_data_error_on_the_command_line(bipolar600, tmp_path):
+    onnx = bipolar600
     result = flows_cli("build", "--onnx", onnx, "--data-file", bad_data(tmp_path, "zero"), "--out", tmp_path / "r")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 3 and len(errors) == 1 and "x_test" in errors[0], result.stderr
