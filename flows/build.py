@@ -142,7 +142,9 @@ class Build:
         shape = tuple(model.get_tensor_shape(model.graph.input[0].name))
         want = (1, *self.dataset.image_shape)
         if math.prod(shape) != math.prod(want):
-            raise ModelError(f"model input {shape} does not take {self.cfg.data} images {want}")
+            raise ModelError(f"model input {shape} does not take {self.cfg.data} images {want}"
+                             + ("; give the model's own data with --data-file (docs/own-models.md), or no data "
+                                "for random inputs" if self.cfg.onnx else ""))
 
     # folding and estimates ---------------------------------------------------------------
 
