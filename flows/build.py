@@ -64,11 +64,11 @@ class Build:
         """An --onnx model's graph input: (name, shape without the batch axis, declared datatype)."""
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from flows.steps import check_onnx_file
+        from flows.steps import check_onnx_file, data_inputs
 
         check_onnx_file(Path(self.cfg.onnx))
         model = ModelWrapper(str(self.cfg.onnx))
-        name = model.graph.input[0].name
+        name = data_inputs(model.graph)[0]
         shape = tuple(int(d) for d in model.get_tensor_shape(name))
         if len(shape) < 2 or shape[0] != 1 or min(shape) < 1:
             raise ModelError(f"{self.cfg.onnx}: input {name} has shape {list(shape)}; FINN takes a batch-1 input "

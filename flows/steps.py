@@ -68,14 +68,21 @@ def check_onnx_file(path: Path) -> None:
     except Exception as exc:
         raise ModelError(f"{path} is not a readable ONNX file ({type(exc).__name__}); "
                          "export it with brevitas.export.export_qonnx") from exc
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i.name for i in model.graph.input if i.name not in inits]
+    inputs = data_inputs(model.graph)
     if len(inputs) != 1 or len(model.graph.output) != 1:
         raise ModelError(f"{path} has {len(inputs)} inputs and {len(model.graph.output)} outputs; a FINN "
                          "accelerator has one input and one output stream")
     if not any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node):
         raise ModelError(f"{path} has no QONNX Quant nodes: it is not a quantised (QONNX) model; "
                          "export it with brevitas.export.export_qonnx")
+
+
+def data_inputs(graph) -> list[str]:
+    """The graph inputs that carry data: not initializers, and used by a node (a Brevitas export
+    with a QuantTensor input leaves unused scale/zero-point/bit-width inputs behind)."""
+    inits = {i.name for i in graph.initializer}
+    used = {name for node in graph.node for name in node.input}
+    return [i.name for i in graph.input if i.name not in inits and i.name in used]
 
 
 def step_cleanup(build, out: Path) -> dict:
