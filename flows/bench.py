@@ -41,6 +41,31 @@ def default_checkpoint(deploy_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def resolve_package(path: Path) -> tuple[Path, Path]:
+    """(package folder, run folder) for ``path``: a deploy/ folder, or a run folder whose build
+    reached its estimate. A run without deploy/ gets a bench package made from its folded design
+    (``<run>/bench/package/``, flows.package.write_bench_package)."""
+    path = Path(path)
+    if (path / "deploy.json").is_file():
+        return path, path.resolve().parent
+    run = path if (path / "config.json").is_file() else path.parent
+    if (run / "deploy" / "deploy.json").is_file():
+        return run / "deploy", run
+    if not (run / "config.json").is_file():
+        raise ConfigError(f"{path} is neither a deploy package (deploy.json) nor a build's run folder "
+                          "(config.json); pass build/<run>/deploy or build/<run>")
+    from flows.build import STEP_NAMES, Build, load_config
+    from flows.package import write_bench_package
+
+    estimate = run / f"{STEP_NAMES.index('estimate'):02d}_estimate" / "report.json"
+    if not estimate.is_file():
+        raise ConfigError(f"build {run} has not reached its estimate step; run flows build --out {run} "
+                          "--to estimate first (the FPGA target's time comes from the estimate)")
+    package = run / "bench" / "package"
+    write_bench_package(Build(load_config(run)), package)
+    return package, run
+
+
 def run(deploy_dir: Path, targets: Sequence[str] | None = None, batches: Sequence[int] = DEFAULT_BATCHES,
         repeats: int = 20, out: Path | None = None, checkpoint: Path | None = None, extra_targets=(),
         progress=None, threads: int = 1) -> dict:
@@ -54,7 +79,7 @@ def run(deploy_dir: Path, targets: Sequence[str] | None = None, batches: Sequenc
     from flows.baselines import TARGETS, make_targets
     from host.bench import BenchConfig, environment, load_package, machine_label, run_benchmark, write_results
 
-    deploy_dir = Path(deploy_dir)
+    deploy_dir, run_dir = resolve_package(Path(deploy_dir))
     package = load_package(deploy_dir)
     if threads < 1:
         raise ConfigError(f"threads={threads} must be >= 1")
@@ -65,12 +90,12 @@ def run(deploy_dir: Path, targets: Sequence[str] | None = None, batches: Sequenc
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        built = make_targets(names, package, checkpoint or default_checkpoint(deploy_dir), machine_label(env),
-                             threads)
+        built = make_targets(names, package, checkpoint or default_checkpoint(run_dir / "deploy"),
+                             machine_label(env), threads)
         results = run_benchmark([*built, *extra_targets], package, cfg, progress=progress)
     finally:
         torch.set_num_threads(previous)
-    out = Path(out) if out else deploy_dir.resolve().parent / "bench"
+    out = Path(out) if out else run_dir / "bench"
     title = f"Benchmark: {package.meta.get('model', deploy_dir.name)} ({package.meta.get('board', '?')})"
     paths = write_results(results, env, out, title,
                           extra={"deploy_dir": str(deploy_dir.resolve()), "package": package.meta,

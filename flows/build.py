@@ -45,17 +45,83 @@ class Build:
 
     @functools.cached_property
     def dataset(self):
-        from qat.data import load_dataset
+        """The built-in dataset (--data), an --onnx model's own (--data-file), or, with neither,
+        unlabelled random inputs over the whole input datatype (accuracy unknown)."""
+        from qat.data import load_dataset, load_own_data, random_inputs
 
+        if self.cfg.data_file:
+            dt = self.input_dt
+            return load_own_data(self.cfg.data_file, self.onnx_input[1], int(dt.min), int(dt.max), dt.name,
+                                 bipolar=dt.is_bipolar)
+        if self.cfg.data is None:
+            return random_inputs(self.onnx_input[1], self.input_values())
         return load_dataset(self.cfg.data, self.cfg.data_dir, verify=self.cfg.verify_checksums)
 
     @property
     def pixel_max(self) -> int:
         return self.dataset.pixel_max
 
-    @property
+    @functools.cached_property
+    def onnx_input(self) -> tuple[str, tuple[int, ...], str]:
+        """An --onnx model's graph input: (name, shape without the batch axis, declared datatype)."""
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        from flows.steps import check_onnx_file, data_inputs
+
+        check_onnx_file(Path(self.cfg.onnx))
+        model = ModelWrapper(str(self.cfg.onnx))
+        name = data_inputs(model.graph)[0]
+        shape = tuple(int(d) for d in model.get_tensor_shape(name))
+        if len(shape) < 2 or shape[0] != 1 or min(shape) < 1:
+            raise ModelError(f"{self.cfg.onnx}: input {name} has shape {list(shape)}; FINN takes a batch-1 input "
+                             "with fixed dimensions, e.g. [1, 600] or [1, 3, 32, 32]")
+        return name, shape[1:], model.get_tensor_datatype(name).name
+
+    @functools.cached_property
     def input_datatype(self) -> str:
-        return "UINT8" if self.pixel_max <= 255 else "UINT16"  # what the input DMA streams
+        """What the input DMA streams: an --onnx model's declared integer input datatype (or
+        --input-datatype); else the smallest UINT holding the dataset's pixels."""
+        if not self.cfg.onnx:
+            return "UINT8" if self.pixel_max <= 255 else "UINT16"
+        name, _, declared = self.onnx_input
+        given = self.cfg.input_datatype
+        if declared != "FLOAT32":
+            if given and given != declared:
+                raise ConfigError(f"--input-datatype {given}, but {self.cfg.onnx} declares its input {name} "
+                                  f"{declared}; drop --input-datatype or re-annotate the model")
+            if not _integer_datatype(declared):
+                raise ModelError(f"{self.cfg.onnx}: input {name} is declared {declared}; FINN's dataflow input "
+                                 "must be an integer datatype (BIPOLAR, BINARY, INTn, UINTn)")
+            return declared
+        if given:
+            return given
+        if self.cfg.data:  # a built-in dataset: its pixels
+            return "UINT8" if self.pixel_max <= 255 else "UINT16"
+        raise ModelError(f"{self.cfg.onnx}: input {name} has no integer datatype annotation (FLOAT32), so what "
+                         "the hardware takes is unknown; annotate it (qonnx ModelWrapper.set_tensor_datatype(input, "
+                         "DataType['UINT8'])) or pass --input-datatype, e.g. UINT8, INT4, BIPOLAR")
+
+    @property
+    def input_dt(self):
+        from host.datatypes import parse
+
+        return parse(self.input_datatype)
+
+    def input_values(self):
+        """Every input value (ascending) the input quantiser is tabulated over: a built-in dataset's
+        0..pixel_max, else the input datatype's range (BIPOLAR: -1, +1; at most 65,536 values)."""
+        import numpy as np
+
+        if self.cfg.data is not None:
+            return np.arange(self.pixel_max + 1)
+        dt = self.input_dt
+        if dt.is_bipolar:
+            return np.array([-1, 1])
+        lo, hi = int(dt.min), int(dt.max)
+        if hi - lo >= 1 << 16:
+            raise ModelError(f"input datatype {dt.name} has {hi - lo + 1:,} values; an input quantiser is "
+                             "tabulated over every input value, so at most 16-bit inputs are supported")
+        return np.arange(lo, hi + 1)
 
     def checkpoint(self):
         """The trained checkpoint of this run, or None for an --onnx build."""
@@ -73,10 +139,14 @@ class Build:
                               f"{self.cfg.model}; drop --model to build what the checkpoint holds")
 
     def check_input_shape(self, model) -> None:
+        if self.cfg.onnx and self.cfg.data is None:
+            return  # own data and random inputs are shaped as the model input
         shape = tuple(model.get_tensor_shape(model.graph.input[0].name))
         want = (1, *self.dataset.image_shape)
         if math.prod(shape) != math.prod(want):
-            raise ModelError(f"model input {shape} does not take {self.cfg.data} images {want}")
+            raise ModelError(f"model input {shape} does not take {self.cfg.data} images {want}"
+                             + ("; give the model's own data with --data-file (docs/own-models.md), or no data "
+                                "for random inputs" if self.cfg.onnx else ""))
 
     # folding and estimates ---------------------------------------------------------------
 
@@ -96,10 +166,18 @@ class Build:
         """The folding to apply: --folding FILE, --target-fps, or the default DMA-bound rule."""
         from hw import folding as fold
 
-        if self.cfg.folding:
-            return {"rule": f"--folding {self.cfg.folding}", "target_cycles": None,
-                    "folding": fold.read_folding(self.cfg.folding)}
         io = self.io_cycles(model)
+        if self.cfg.folding:
+            from hw.folding_file import apply_folding_file, named_cycles
+
+            raw = fold.read_folding(self.cfg.folding)
+            target = max(io, named_cycles(model, raw))  # unnamed layers need not outrun the file's slowest
+            lines = apply_folding_file(model, raw, fold.choose_folding(model, target, self.board.part),
+                                       str(self.cfg.folding))
+            return {"rule": f"--folding {self.cfg.folding}; nodes it does not name: the default rule (cheapest "
+                            f"folding within {target} cycles per image: the slower of the IO DMA bound, {io}, and "
+                            "the slowest layer the file folds)",
+                    "target_cycles": target, "folding": fold.current_folding(model), "file_report": lines}
         if self.cfg.target_fps:
             target = max(1, math.floor(self.board.clock_mhz * 1e6 / self.cfg.target_fps))
             return {"rule": f"--target-fps {self.cfg.target_fps:g}: cheapest folding with at most {target} "
@@ -152,6 +230,16 @@ class Build:
         return message, current_folding(fitting)
 
 
+def _integer_datatype(name: str) -> bool:
+    from host.datatypes import parse
+    from host.errors import IOSpecError
+
+    try:
+        return not parse(name).is_fixed
+    except IOSpecError:
+        return False
+
+
 def weight_mbit(model) -> float:
     """Megabits of weights in the matrix layers (MVAU, VVAU) of ``model``: what BRAM/LUTRAM must hold."""
     from qonnx.custom_op.registry import getCustomOp
@@ -170,6 +258,22 @@ def _parse_model(name: str):
     from qat.models import parse_model_name
 
     return parse_model_name(name)
+
+
+def load_config(run_dir: Path) -> BuildConfig:
+    """The BuildConfig a run folder was built with (its config.json), without --from/--to."""
+    from dataclasses import fields
+
+    from flows.config import TrainOptions
+
+    try:
+        raw = json.loads((Path(run_dir) / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read {run_dir}/config.json ({type(exc).__name__}); rebuild the run") from None
+    paths = {f.name for f in fields(BuildConfig) if "Path" in str(f.type)}
+    values = {k: (Path(v) if k in paths and v is not None else v) for k, v in raw.items()
+              if k not in ("train", "from_step", "to_step", "out")}
+    return BuildConfig(**values, train=TrainOptions(**raw.get("train", {})), out=Path(run_dir))
 
 
 def check_run_dir(cfg: BuildConfig) -> None:

@@ -33,6 +33,11 @@ def build(
     data: Optional[str] = typer.Option(None, help="digits (bundled; the default), digits32 (bundled digits "
                                        "as 32x32 RGB; the default for cnv), mnist, fashion-mnist, cifar10."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    data_file: Optional[Path] = typer.Option(None, help="An --onnx model's own labelled data: .npz with x_test, "
+                                             "y_test (x_train, y_train optional), or an .npy/.csv table with "
+                                             "the label last (docs/own-models.md)."),
+    input_datatype: Optional[str] = typer.Option(None, help="An --onnx model's input datatype where the model "
+                                                 "does not declare one, e.g. UINT8, INT4, BIPOLAR, BINARY."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_fps: Optional[float] = typer.Option(None, help="Fold for this many images/s."),
     folding: Optional[Path] = typer.Option(None, help="Folding JSON to apply (edit the one a build writes)."),
@@ -49,7 +54,7 @@ def build(
     _check_numbers({"--target-fps": target_fps})
     _run(lambda: _build(BuildConfig(
         board=board, model=model, model_config=model_config, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
-        verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
+        data_file=data_file, input_datatype=input_datatype, verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
         from_step=from_step, to_step=to_step, allow_overflow=allow_overflow,
         train=TrainOptions(epochs=epochs, seed=seed))))
 
@@ -68,6 +73,8 @@ def _build(cfg) -> None:
         console.print(f"[{idx:2d}/{len(STEP_NAMES) - 1}] {name:<11} {report.get('seconds', 0):6.2f} s")
         if name == "bitfile" and report.get("reason"):
             console.print(f"        {report['reason']}")
+        for line in report.get("folding_file_report", []):  # --folding FILE: applied, matched, defaulted
+            console.print(f"        {line}", highlight=False)
 
     run_build(cfg, on_done=done)
     b = Build(cfg)
@@ -184,7 +191,8 @@ def _eval(path: Path, data, data_dir, verify: bool) -> None:
 
 @app.command("bench")
 def bench_cmd(
-    deploy_dir: Path = typer.Argument(..., help="A build's deploy/ folder."),
+    deploy_dir: Path = typer.Argument(..., help="A build's deploy/ folder, or its run folder once it reached "
+                                     "its estimate (a bench package is made from the folded design)."),
     targets: Optional[str] = typer.Option(None, help="Comma-separated targets (default: all), e.g. "
                                           "cpu-brevitas,numpy-executor,fpga-sim."),
     batch: str = typer.Option("1,16,256,1024,10000", help="Batch sizes of the throughput sweep."),

@@ -62,8 +62,10 @@ class BuildConfig:
     model_config: Path | None = None  # YAML/JSON per-layer bit widths (qat.models.load_model_config) instead
     checkpoint: Path | None = None  # trained qnn-flows checkpoint
     onnx: Path | None = None  # QONNX file instead of a checkpoint
-    data: str | None = None  # default: digits, or digits32 for CNV (default_data)
+    data: str | None = None  # default: digits, or digits32 for CNV (default_data); none for --onnx
     data_dir: Path | None = None
+    data_file: Path | None = None  # an --onnx model's own labelled data (qat.data.load_own_data)
+    input_datatype: str | None = None  # --onnx input datatype where the model does not declare one
     verify_checksums: bool = True
     target_fps: float | None = None  # fold for this rate instead of the DMA bound
     folding: Path | None = None  # FINN folding-config JSON to apply as is
@@ -84,17 +86,41 @@ class BuildConfig:
             raise ConfigError("give --target-fps or --folding, not both")
         if self.target_fps is not None:
             finite("--target-fps", self.target_fps, positive=True)
+        if self.data_file is not None and not self.onnx:
+            raise ConfigError("--data-file is a --onnx model's own data; zoo models and checkpoints train and "
+                              "verify on --data")
+        if self.data_file is not None and self.data is not None:
+            raise ConfigError("give --data or --data-file, not both")
+        if self.input_datatype is not None:
+            self._check_input_datatype()
         for option, path, error in (("--checkpoint", self.checkpoint, ModelError), ("--onnx", self.onnx, ModelError),
                                     ("--model-config", self.model_config, ConfigError),
                                     ("--folding", self.folding, ConfigError)):
             if path is not None:
                 check_readable_file(option, Path(path), error)
+        if self.onnx and (self.data_file or self.data is None):
+            return  # own data, or none: verification on random inputs over the input datatype
         if self.data is None:
             object.__setattr__(self, "data", default_data(self.model))
         if self.data not in DATASETS:
             raise ConfigError(f"unknown dataset '{self.data}'; known: {', '.join(DATASETS)}")
         if self.data not in BUNDLED and self.data_dir is None:
             raise ConfigError(f"--data {self.data} needs --data-dir DIR holding its files")
+
+    def _check_input_datatype(self) -> None:
+        from host.datatypes import parse
+        from host.errors import IOSpecError
+
+        if not self.onnx:
+            raise ConfigError("--input-datatype declares an --onnx model's input; zoo models take their data's pixels")
+        try:
+            dt = parse(self.input_datatype)
+        except IOSpecError as exc:
+            raise ConfigError(f"--input-datatype: {exc}") from None
+        if dt.is_fixed:
+            raise ConfigError(f"--input-datatype {dt.name}: the input must be an integer datatype "
+                              "(BIPOLAR, BINARY, INTn, UINTn)")
+        object.__setattr__(self, "input_datatype", dt.name)
 
     @property
     def model_name(self) -> str:
@@ -105,7 +131,8 @@ class BuildConfig:
         source = self.onnx or self.checkpoint
         model = Path(source).stem if source and not self.model else self.model_name
         model = Path(self.model_config).stem if self.model_config else model
-        return f"{model}_{board_id(self.board)}" + ("" if self.data == "digits" else f"_{self.data}")
+        data = Path(self.data_file).stem if self.data_file else self.data
+        return f"{model}_{board_id(self.board)}" + ("" if data in ("digits", None) else f"_{data}")
 
     @property
     def run_dir(self) -> Path:
@@ -116,6 +143,7 @@ class BuildConfig:
         return {"model": self.model_name if not (self.onnx or self.checkpoint) else self.model, "onnx": str(self.onnx) if self.onnx else None,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 **({"model_config": str(self.model_config)} if self.model_config else {}),
+                **({"data_file": str(self.data_file)} if self.data_file else {}),
                 "data": self.data, "board": self.board}
 
     def to_json(self) -> str:

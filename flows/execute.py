@@ -57,8 +57,9 @@ def run_graph(model: ModelWrapper, images: np.ndarray, scale: float = 1.0,
     ``on_chunk`` sees every batched execution with all its tensors (float results
     depend on the batch they were computed in, so this is where to look at them)."""
     model = executable(model)
-    mm = last_matmul(model)
-    k = _popcount_width(model, mm)
+    decision = is_decision(model)
+    tapped = model.graph.output[0].name if decision else last_matmul(model).output[0]
+    k = None if decision else _popcount_width(model, last_matmul(model))
     parts, cache = [], {}
     step = chunk_size(model)
     for start in range(0, len(images), step):
@@ -67,8 +68,8 @@ def run_graph(model: ModelWrapper, images: np.ndarray, scale: float = 1.0,
             cache[len(chunk)] = ModelWrapper(copy.deepcopy(model.model)).transform(SetBatchSize(len(chunk)))
         batched = cache[len(chunk)]
         ctx = execute_batch(batched, chunk)
-        tap = ctx[mm.output[0]].reshape(len(chunk), -1).astype(np.float64)
-        part = StageOutput(_predictions(ctx[batched.graph.output[0].name].reshape(len(chunk), -1)),
+        tap = ctx[tapped].reshape(len(chunk), -1).astype(np.float64)
+        part = StageOutput(_predictions(ctx[batched.graph.output[0].name].reshape(len(chunk), -1), decision),
                            (2 * tap - k) if k is not None else tap / scale)
         if on_chunk is not None:
             on_chunk(start, part, batched, ctx)
@@ -123,9 +124,25 @@ def to_graph_input(model: ModelWrapper, images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), *shape)
 
 
-def _predictions(out: np.ndarray) -> np.ndarray:
-    """Graph output -> class index: a top-1 index column, or argmax of logits."""
+def _predictions(out: np.ndarray, decision: bool = False) -> np.ndarray:
+    """Graph output -> class index: a top-1 index column, argmax of logits, or for a binary
+    decision (one value) 1 where it is positive (bipolar +1, binary 1, a positive score)."""
+    if decision:
+        return (out[:, 0] > 0).astype(np.int64)
     return out[:, 0].astype(np.int64) if out.shape[1] == 1 else out.argmax(1).astype(np.int64)
+
+
+HEAD_OPS = ("TopK", "LabelSelect", "LabelSelect_hls", "LabelSelect_rtl")
+
+
+def is_decision(model: ModelWrapper) -> bool:
+    """Whether the graph ends in one value per example that is the decision itself (no top-1
+    head): FINN's binary classifiers with a bipolar output. The verifier then compares that
+    output, not the last matrix layer's accumulators (the hardware folds the output threshold
+    into that layer)."""
+    out = model.graph.output[0].name
+    producer = model.find_producer(out)
+    return math.prod(model.get_tensor_shape(out)[1:]) == 1 and (producer is None or producer.op_type not in HEAD_OPS)
 
 
 def last_layer_scale(model: ModelWrapper) -> float:
@@ -135,6 +152,8 @@ def last_layer_scale(model: ModelWrapper) -> float:
     carry the scales in Quant nodes; after ConvertQONNXtoFINN they sit in scalar
     Muls before the layer (activations) or in integer weights (scale moved after).
     """
+    if is_decision(model):
+        return tensor_scale(model, model.graph.output[0].name)
     mm = last_matmul(model)
     return tensor_scale(model, mm.input[0]) * tensor_scale(model, mm.input[1])
 

@@ -33,23 +33,37 @@ def io_spec(model) -> dict:
 
 def write_package(build, out: Path) -> dict:
     """Assemble deploy/ beside the step folders (replaced whole, only once complete)."""
+    return _assemble(build, build.run_dir / "deploy", verified=True)
+
+
+def write_bench_package(build, final: Path) -> dict:
+    """A package for ``flows bench`` from a build that reached its estimate but not verify/package:
+    the same files, except that the expected outputs are the numpy executor's outputs of the
+    folded design (not checked against the other stages) and there is no bitfile."""
+    return _assemble(build, final, verified=False)
+
+
+def _assemble(build, final: Path, verified: bool) -> dict:
     from flows.executor_export import export_executor
     from flows.report import write_reports
 
-    final = build.run_dir / "deploy"
-    work = build.run_dir / "deploy.partial"
+    work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work.mkdir(parents=True)
     model = build.model("fold")
     model.save(str(work / "dataflow.onnx"))
     spec = io_spec(model)
     (work / "io_spec.json").write_text(json.dumps(spec, indent=2))
-    n_vectors = _write_test_vectors(build, work, spec)
-    bitfile = _copy_bitfile(build, work)
     export_executor(model, work / "executor")
+    decision = _is_decision(model)
+    n_vectors = _write_test_vectors(build, work, spec, decision if not verified else None)
+    bitfile = _copy_bitfile(build, work) if verified else None
     meta = {"format": PACKAGE_FORMAT, "model": build.cfg.run_name, "board": build.board.name,
             "clock_mhz": build.board.clock_mhz, "part": build.board.part, "bitfile": bitfile,
-            "test_vectors": n_vectors,
+            "test_vectors": n_vectors, "labelled": bool(build.dataset.labelled),
+            **({"prediction": "positive"} if decision else {}),  # host.bench.Package.to_predictions
+            "expected": "verified: identical across every stage of the verify step" if verified else
+                        "the numpy executor's outputs of the folded design (the verify step did not run)",
             "executor": "executor/"}  # numpy-only executor of the same design (host.executor)
     meta.update(host=_copy_host_code(work), notebook=_write_notebook(work, meta))
     (work / "deploy.json").write_text(json.dumps(meta, indent=2))
@@ -58,17 +72,32 @@ def write_package(build, out: Path) -> dict:
     return {"deploy_dir": str(final), **meta}
 
 
-def _write_test_vectors(build, work: Path, spec: dict) -> int:
-    """Inputs as the accelerator takes them, with the verified expected outputs."""
-    outputs = np.load(build.dir("verify") / "outputs.npz")
+def _is_decision(model) -> bool:
+    from flows.execute import is_decision
+
+    return is_decision(model)
+
+
+def _write_test_vectors(build, work: Path, spec: dict, executor_decision: bool | None = None) -> int:
+    """Inputs as the accelerator takes them, with the verified expected outputs; with
+    ``executor_decision`` set (no verify step), the outputs of work/executor instead."""
+    from flows.execute import to_graph_input  # NHWC for a CNN's partition, flat for an MLP's
+    from host.datatypes import parse
+
     test = build.dataset.test
     n = min(len(test.labels), MAX_TEST_VECTORS)
-    from flows.execute import to_graph_input  # NHWC for a CNN's partition, flat for an MLP's
+    container = parse(spec["input"]["datatype"]).value_dtype  # uint8 for UINT8, int8 for BIPOLAR, ...
+    inputs = to_graph_input(build.model("fold"), test.images[:n]).astype(container)
+    if executor_decision is None:
+        outputs = np.load(build.dir("verify") / "outputs.npz")
+        expected = {"expected": outputs["dataflow_predictions"][:n],
+                    "expected_last_layer": np.round(outputs["dataflow_last_layer"][:n]).astype(np.int64)}
+    else:
+        from host import executor
 
-    inputs = to_graph_input(build.model("fold"), test.images[:n]).astype(np.uint8)
-    np.savez_compressed(work / "test_vectors.npz", inputs=inputs, labels=test.labels[:n],
-                        expected=outputs["dataflow_predictions"][:n],
-                        expected_last_layer=np.round(outputs["dataflow_last_layer"][:n]).astype(np.int64))
+        y = executor.load(work / "executor").run(inputs).reshape(n)
+        expected = {"expected": (y > 0).astype(np.int64) if executor_decision else y.astype(np.int64)}
+    np.savez_compressed(work / "test_vectors.npz", inputs=inputs, labels=test.labels[:n], **expected)
     return n
 
 

@@ -39,25 +39,39 @@ def read_run_config(run_dir: Path) -> dict | None:
 
 def check_build(build) -> None:
     """Read and check every input of ``build`` (flows.build.Build) before any step runs."""
-    from flows.steps import _check_onnx_file
+    from flows.steps import check_onnx_file
 
     cfg = build.cfg
     check_board_for_finn(build.board)
-    if cfg.onnx:
-        model = _check_onnx_file(Path(cfg.onnx))
-        _check_onnx_takes_the_data(build, model)
+    if cfg.onnx and cfg.from_step in (None, "train", "export"):
+        model = check_onnx_file(Path(cfg.onnx))
+        build.onnx_input  # noqa: B018 - a fixed batch-1 input (the datatype is checked by cleanup)
+        if cfg.data is not None:
+            _check_onnx_takes_the_data(build, model)
     if cfg.checkpoint:
         from qat.train import load_checkpoint
 
         build.check_checkpoint_matches_data(load_checkpoint(cfg.checkpoint))
     if cfg.folding:
-        from hw.folding import read_folding
-
-        read_folding(cfg.folding)
+        _check_folding_file(build)
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
         raise DatasetError(f"--data-dir {cfg.data_dir} is not a directory; give the folder holding the "
                            f"{cfg.data} files")
     build.dataset  # noqa: B018 - loads (and checksums) the data now, cached for the steps
+
+
+def _check_folding_file(build) -> None:
+    """The folding file's form now; on a resumed build (the design exists), also its match to the
+    design's nodes and their legal PE/SIMD (a fresh build checks that at the fold step, before it
+    changes anything)."""
+    import copy
+
+    from hw.folding import read_folding
+    from hw.folding_file import apply_folding_file
+
+    raw = read_folding(build.cfg.folding)
+    if (build.dir("specialize") / "model.onnx").is_file():
+        apply_folding_file(copy.deepcopy(build.model("specialize")), raw, {}, str(build.cfg.folding))
 
 
 def _check_onnx_takes_the_data(build, model) -> None:
@@ -72,7 +86,8 @@ def _check_onnx_takes_the_data(build, model) -> None:
     want = (1, *build.dataset.image_shape)
     if math.prod(shape) != math.prod(want):
         raise ModelError(f"{build.cfg.onnx}: input {shape} does not take {build.cfg.data} images {want}; "
-                         "pass the --data it was trained on")
+                         "pass the --data it was trained on, its own data with --data-file "
+                         "(docs/own-models.md), or no data for random inputs")
 
 
 def check_board_for_finn(board) -> None:

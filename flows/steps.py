@@ -49,7 +49,7 @@ def step_export(build, out: Path) -> dict:
     """Export the checkpoint to QONNX (or validate and copy --onnx)."""
     target = out / "model.onnx"
     if build.cfg.onnx:
-        _check_onnx_file(Path(build.cfg.onnx))
+        check_onnx_file(Path(build.cfg.onnx))
         shutil.copyfile(build.cfg.onnx, target)
         return {"source": str(build.cfg.onnx)}
     from qat.export import export_qonnx
@@ -58,9 +58,10 @@ def step_export(build, out: Path) -> dict:
     return {"source": "brevitas.export.export_qonnx"}
 
 
-def _check_onnx_file(path: Path):
+def check_onnx_file(path: Path):
     """The model (onnx.ModelProto) at ``path``; ModelError unless it is a readable QONNX model with
-    one graph input of fixed shape (the flow runs it before the first step, and again in step_export)."""
+    one graph input of fixed shape and one output (the flow runs it before the first step, and again
+    in step_export)."""
     import onnx
 
     if path.is_dir():
@@ -77,6 +78,9 @@ def _check_onnx_file(path: Path):
     if not model.graph.node:
         raise ModelError(f"{path} holds no graph nodes: it is not an ONNX model (or is truncated); "
                          "export it with brevitas.export.export_qonnx")
+    if len(model.graph.output) != 1:
+        raise ModelError(f"{path} has {len(model.graph.output)} outputs; a FINN accelerator has one input and "
+                         "one output stream")
     if not any(n.op_type in ("Quant", "BipolarQuant") for n in model.graph.node):
         raise ModelError(f"{path} has no QONNX Quant nodes: it is not a quantised (QONNX) model; "
                          "export it with brevitas.export.export_qonnx")
@@ -85,9 +89,10 @@ def _check_onnx_file(path: Path):
 
 
 def _check_onnx_input(path: Path, model) -> None:
-    """One graph input (initializers aside), every dimension fixed: FINN builds for one image stream."""
-    constants = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in constants]
+    """One graph input that carries data (data_inputs), every dimension fixed: FINN builds for one
+    image stream."""
+    used = set(data_inputs(model.graph))
+    inputs = [i for i in model.graph.input if i.name in used]
     if len(inputs) != 1:
         raise ModelError(f"{path} has {len(inputs)} graph inputs ({', '.join(i.name for i in inputs) or 'none'}); "
                          "the flow builds single-input models: export with the image as the only input")
@@ -96,6 +101,14 @@ def _check_onnx_input(path: Path, model) -> None:
     if any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims):
         raise ModelError(f"{path}: input '{inputs[0].name}' has shape {shown} with dynamic dimensions; "
                          "export with a fixed shape, batch 1 (e.g. (1, 1, 28, 28)), no dynamic_axes")
+
+
+def data_inputs(graph) -> list[str]:
+    """The graph inputs that carry data: not initializers, and used by a node (a Brevitas export
+    with a QuantTensor input leaves unused scale/zero-point/bit-width inputs behind)."""
+    inits = {i.name for i in graph.initializer}
+    used = {name for node in graph.node for name in node.input}
+    return [i.name for i in graph.input if i.name not in inits and i.name in used]
 
 
 def step_cleanup(build, out: Path) -> dict:
@@ -111,22 +124,45 @@ def step_cleanup(build, out: Path) -> dict:
     build.check_input_shape(model)
     model.set_tensor_datatype(model.graph.input[0].name, DataType[build.input_datatype])
     model.save(str(out / "model.onnx"))
-    return {"nodes": [n.op_type for n in model.graph.node], "input_datatype": build.input_datatype}
+    return {"nodes": [n.op_type for n in model.graph.node], "input_datatype": build.input_datatype,
+            "data": build.dataset.name if build.dataset.labelled else "none: random inputs, accuracy unknown"}
 
 
 def step_convert(build, out: Path) -> dict:
-    """QONNX -> FINN (MultiThreshold activations), with the input quantiser made tie-exact."""
+    """QONNX -> FINN (MultiThreshold activations). An input quantiser over the integer input is
+    made tie-exact (tabulated over every input value); without one (FINN's tutorials: the input
+    declared BIPOLAR/BINARY/INTn goes straight into the first layer) the declared datatype stands."""
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
 
-    from flows.transforms import SetExactInputThresholds, input_quant_counts
+    from flows.transforms import SetExactInputThresholds, input_quant_counts, input_quantiser
 
     qonnx_model = build.model("cleanup")
-    counts = input_quant_counts(qonnx_model, build.pixel_max)
-    np.save(out / "input_counts.npy", counts)
+    quant = input_quantiser(qonnx_model)
     model = _tidy(qonnx_model.transform(ConvertQONNXtoFINN()))
-    model = model.transform(SetExactInputThresholds(counts))
+    report = {"input_datatype": build.input_datatype}
+    if quant is not None:
+        values = build.input_values()
+        counts = input_quant_counts(qonnx_model, values)
+        np.save(out / "input_counts.npy", counts)
+        np.save(out / "input_values.npy", values)
+        model = model.transform(SetExactInputThresholds(counts, values))
+        report.update(input_quantiser=quant.name, input_levels=int(counts.max()) + 1)
+    else:
+        report["input_quantiser"] = None
     model.save(str(out / "model.onnx"))
-    return {"nodes": [n.op_type for n in model.graph.node], "input_levels": int(counts.max()) + 1}
+    return {"nodes": [n.op_type for n in model.graph.node], **report}
+
+
+def exact_input_thresholds(build):
+    """The convert step's tie-exact input rewrite, to re-apply after later rewrites; None when the
+    graph has no input quantiser."""
+    from flows.transforms import SetExactInputThresholds
+
+    counts = build.dir("convert") / "input_counts.npy"
+    if not counts.is_file():
+        return None
+    values = build.dir("convert") / "input_values.npy"
+    return SetExactInputThresholds(np.load(counts), np.load(values) if values.is_file() else None)
 
 
 def _tidy(model):
@@ -152,9 +188,9 @@ def step_streamline(build, out: Path) -> dict:
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.insert_topk import InsertTopK
 
-    from flows.transforms import SetExactInputThresholds
-
-    model = build.model("convert").transform(InsertTopK(k=1))
+    model = build.model("convert")
+    if single_output(model) is None:  # a classifier: top-1 on the hardware (a 1-wide decision needs none)
+        model = model.transform(InsertTopK(k=1))
     conv = has_conv(model)
     # thresholds are rounded to integers before the XNOR rewrite maps t to (t + K) / 2: done after it,
     # a float32 threshold just above an integer (t = 3e-6, K = 2304) rounds to the integer itself
@@ -163,7 +199,10 @@ def step_streamline(build, out: Path) -> dict:
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
               InferDataLayouts(), RemoveUnusedTensors(), Streamline()):
         model = model.transform(t)
-    model = _tidy(model).transform(SetExactInputThresholds(np.load(build.dir("convert") / "input_counts.npy")))
+    model = _tidy(model)
+    exact = exact_input_thresholds(build)
+    if exact is not None:
+        model = model.transform(exact)
     allowed = ("Reshape", "MultiThreshold", "MatMul", "XnorPopcountMatMul", "TopK") + (CONV_STREAMLINED if conv else ())
     leftover = [n for n in model.graph.node if n.op_type not in allowed]
     if leftover:
@@ -172,6 +211,15 @@ def step_streamline(build, out: Path) -> dict:
                         "matrix layers; FINN cannot map it to hardware", node=n.name)
     model.save(str(out / "model.onnx"))
     return {"nodes": [n.op_type for n in model.graph.node]}
+
+
+def single_output(model):
+    """The graph output's name when it holds one value per example (a binary decision: its sign
+    is the prediction), else None (class scores, reduced by top-1)."""
+    import math
+
+    name = model.graph.output[0].name
+    return name if math.prod(model.get_tensor_shape(name)[1:]) == 1 else None
 
 
 def has_conv(model) -> bool:
@@ -265,6 +313,9 @@ def step_fold(build, out: Path) -> dict:
     est = build.estimate(model)
     report = {"rule": chosen["rule"], "target_cycles": chosen["target_cycles"], "fits": est.fits,
               "folding_file": str(build.dir("fold") / "folding.json")}
+    if "file_report" in chosen:  # --folding FILE: what was applied, matched, defaulted or not applied
+        report["folding_file_report"] = chosen["file_report"]
+        (out / "folding_report.txt").write_text("\n".join(chosen["file_report"]) + "\n")
     if not est.fits:
         message, fitting = build.misfit(model, est)
         if fitting is not None:  # None: no folding fits this board

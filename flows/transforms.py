@@ -31,10 +31,10 @@ class SetBatchSize(Transformation):
         self.n = n
 
     def apply(self, model: ModelWrapper):
-        weights = {init.name for init in model.graph.initializer}
+        activations = _downstream_of_input(model)  # not weights, nor a weight quantiser's (1, K) output
         for tensor in (*model.graph.input, *model.graph.output, *model.graph.value_info):
             dims = tensor.type.tensor_type.shape.dim
-            if tensor.name not in weights and len(dims) and dims[0].dim_value == 1:
+            if tensor.name in activations and len(dims) and dims[0].dim_value == 1:
                 dims[0].dim_value = self.n
         for node in model.graph.node:
             if node.op_type == "Reshape" and model.get_initializer(node.input[1]) is not None:
@@ -48,6 +48,15 @@ class SetBatchSize(Transformation):
             if window is not None:
                 node.CopyFrom(window)
         return model, False
+
+
+def _downstream_of_input(model: ModelWrapper) -> set[str]:
+    """Names of the graph input and every tensor computed from it (the batched ones)."""
+    reached = {model.graph.input[0].name}
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if any(i in reached for i in node.input):
+            reached.update(node.output)
+    return reached
 
 
 def _batch_safe_window(node):
@@ -108,23 +117,25 @@ class SetExactInputThresholds(Transformation):
 
     QONNX ``Quant`` rounds half to even; FINN's thresholds count ``x >= t``, so an
     input that lands exactly on a .5 tie quantises differently (FIELD-NOTES). The
-    graph input is an integer image (0..pixel_max), so the quantiser is a function
-    of a few hundred values: ``counts[p]`` is the number of thresholds QONNX's own
-    execution passes for pixel value ``p``. This rewrite evaluates the graph up to
+    graph input is integer (an image's 0..pixel_max, or any integer input datatype),
+    so the quantiser is a function of the input values: ``counts[p]`` is the number
+    of thresholds QONNX's own execution passes for the p-th input value. This rewrite evaluates the graph up to
     the first thresholding node for every ``p`` and sets threshold ``j`` to the
     value that node sees for the smallest ``p`` with ``counts[p] > j``, which is
     exact by construction, whatever scaling precedes the node.
     """
 
-    def __init__(self, counts: np.ndarray):
+    def __init__(self, counts: np.ndarray, values: np.ndarray | None = None):
         super().__init__()
-        self.counts = np.asarray(counts, dtype=np.int64)  # (pixel_max + 1,)
+        self.counts = np.asarray(counts, dtype=np.int64)  # (P,): one per input value
+        # the input values, ascending (default 0..P-1: a UINT image's pixels)
+        self.values = np.arange(len(self.counts)) if values is None else np.asarray(values)
 
     def apply(self, model: ModelWrapper):
         node = first_threshold_node(model)
         if node is None:
             return model, False
-        seen = _values_seen_by(model, node.input[0], len(self.counts))  # (P,)
+        seen = _values_seen_by(model, node.input[0], self.values)  # (P,)
         thresholds = model.get_initializer(node.input[1])  # (C or 1, steps)
         steps = thresholds.shape[-1]
         exact = np.array([_smallest_passing(seen, self.counts, j) for j in range(steps)], dtype=np.float32)
@@ -138,22 +149,25 @@ def _smallest_passing(seen: np.ndarray, counts: np.ndarray, j: int) -> float:
     return float(seen[hits[0]]) if len(hits) else float(seen[-1]) + 1.0
 
 
-def _values_seen_by(model: ModelWrapper, tensor: str, n_values: int) -> np.ndarray:
-    """The value of ``tensor`` when every input pixel equals p, for p = 0..n_values-1."""
+def _values_seen_by(model: ModelWrapper, tensor: str, inputs: np.ndarray) -> np.ndarray:
+    """The value of ``tensor`` when every input element equals p, for each p in ``inputs``."""
     import qonnx.core.onnx_exec as oxe
 
+    inputs = np.asarray(inputs, dtype=np.float64)
     producer = model.find_producer(tensor)  # run only up to it: the rest of a CNN is costly
     if producer is None:  # the graph input itself
-        return np.arange(n_values, dtype=np.float64)
+        return inputs
+    n_values = len(inputs)
     batched = _copy(model).transform(SetBatchSize(n_values))
     iname = batched.graph.input[0].name
     shape = batched.get_tensor_shape(iname)
-    images = np.broadcast_to(np.arange(n_values, dtype=np.float32).reshape(-1, *[1] * (len(shape) - 1)), shape)
+    images = np.broadcast_to(inputs.astype(np.float32).reshape(-1, *[1] * (len(shape) - 1)), shape)
     ctx = oxe.execute_onnx(batched, {iname: np.ascontiguousarray(images)}, return_full_exec_context=True,
                            end_node=batched.find_producer(tensor))
     values = ctx[tensor].reshape(n_values, -1)
     if not np.all(values == values[:, :1]):
-        raise ValueError(f"tensor {tensor} is not a per-pixel function of the input")
+        raise ValueError(f"tensor {tensor} is not an elementwise function of the graph input, so the input "
+                         "quantiser cannot be tabulated over the input values")
     return values[:, 0]
 
 
@@ -163,17 +177,43 @@ def _copy(model: ModelWrapper) -> ModelWrapper:
     return ModelWrapper(copy.deepcopy(model.model))
 
 
-def input_quant_counts(qonnx_model: ModelWrapper, pixel_max: int) -> np.ndarray:
-    """For each pixel value p in 0..pixel_max, how many thresholds QONNX's input quantiser passes.
+# ops that keep a tensor an elementwise function of the graph input (with constant other operands)
+ELEMENTWISE_OPS = ("Mul", "Add", "Sub", "Div", "Reshape", "Flatten", "Identity", "Transpose")
+
+
+def input_quantiser(qonnx_model: ModelWrapper):
+    """The Quant/BipolarQuant that quantises the graph input itself, or None.
+
+    It is the first quantiser reached from the input through elementwise ops with constant
+    operands (scaling, shifting, reshaping). A graph whose input goes straight into a matrix
+    layer (FINN's tutorials: the input is declared BIPOLAR or BINARY) has none.
+    """
+    tensor = qonnx_model.graph.input[0].name
+    while True:
+        consumers = qonnx_model.find_consumers(tensor)
+        if len(consumers) != 1:
+            return None
+        node = consumers[0]
+        if node.op_type in ("Quant", "BipolarQuant"):
+            return node
+        constants = [i for i in node.input[1:] if i and qonnx_model.get_initializer(i) is not None]
+        if node.op_type not in ELEMENTWISE_OPS or len(constants) != len([i for i in node.input[1:] if i]):
+            return None
+        tensor = node.output[0]
+
+
+def input_quant_counts(qonnx_model: ModelWrapper, inputs: "np.ndarray | int") -> np.ndarray:
+    """For each input value p in ``inputs`` (ascending; an int n means 0..n, an image's pixels),
+    how many thresholds QONNX's input quantiser passes.
 
     Evaluated by QONNX's own execution of the graph (half-to-even rounding), so this
     is the reference the FINN thresholds must reproduce.
     """
-    quant = next((n for n in qonnx_model.graph.node if n.op_type in ("Quant", "BipolarQuant")
-                  and qonnx_model.get_initializer(n.input[0]) is None), None)
+    quant = input_quantiser(qonnx_model)
     if quant is None:
         raise ValueError("the graph has no input quantiser")
-    y = _values_seen_by(qonnx_model, quant.output[0], pixel_max + 1).astype(np.float64)
+    inputs = np.arange(int(inputs) + 1) if np.isscalar(inputs) else np.asarray(inputs)
+    y = _values_seen_by(qonnx_model, quant.output[0], inputs).astype(np.float64)
     if quant.op_type == "BipolarQuant":
         return (y > 0).astype(np.int64)
     scale, zeropt, bits = (float(qonnx_model.get_initializer(quant.input[i])) for i in (1, 2, 3))

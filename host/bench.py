@@ -86,6 +86,17 @@ class Package:
     def clock_mhz(self) -> float:
         return float(self.meta.get("clock_mhz", 100.0))
 
+    @property
+    def labelled(self) -> bool:
+        """False where the build had no data: the inputs are random and accuracy means nothing."""
+        return bool(self.meta.get("labelled", True))
+
+    def to_predictions(self, y: np.ndarray, n: int) -> np.ndarray:
+        """A target's (n, ...) outputs as (n,) class indices: a one-value decision output
+        (deploy.json "prediction": "positive", e.g. bipolar -1/+1) is class 1 where positive."""
+        y = np.asarray(y).reshape(n)
+        return (y > 0).astype(np.int64) if self.meta.get("prediction") == "positive" else y.astype(np.int64)
+
 
 def load_package(deploy_dir: str | os.PathLike) -> Package:
     """Read deploy.json (format checked first: DeployVersionError), io_spec.json and test_vectors.npz."""
@@ -285,12 +296,12 @@ def timed_runs(fn: Callable[[], object], cfg: BenchConfig) -> list[float]:
 def accuracy(target: Target, package: Package, chunk: int = 256) -> dict:
     """Predictions on every test vector vs the expected outputs and the labels."""
     inputs = package.inputs
-    preds = np.concatenate([_predict(target, inputs[i:i + chunk]) for i in range(0, len(inputs), chunk)])
+    preds = np.concatenate([_predict(target, inputs[i:i + chunk], package) for i in range(0, len(inputs), chunk)])
     n = len(inputs)
     agree = int((preds == package.expected).sum())
-    correct = int((preds == package.labels).sum())
-    return {"images": n, "correct": correct, "accuracy": correct / n, "agree": agree, "agreement": agree / n,
-            "mismatches": n - agree}
+    correct = int((preds == package.labels).sum()) if package.labelled else None
+    return {"images": n, "correct": correct, "accuracy": correct / n if package.labelled else None, "agree": agree,
+            "agreement": agree / n, "mismatches": n - agree}
 
 
 class Guard:
@@ -308,7 +319,7 @@ class Guard:
         y = self.target.run(x)
         wall = time.perf_counter() - start
         if not self.target.approximate:
-            self.wrong += int((np.asarray(y).reshape(len(x)) != expected).sum())
+            self.wrong += int((self.package.to_predictions(y, len(x)) != expected).sum())
         return float(self.target.clock()) if self.target.clock else wall
 
 
@@ -350,11 +361,11 @@ def tile(inputs: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.take(inputs, np.arange(n) % len(inputs), axis=0))
 
 
-def _predict(target: Target, x: np.ndarray) -> np.ndarray:
+def _predict(target: Target, x: np.ndarray, package: Package) -> np.ndarray:
     y = np.asarray(target.run(x))
     if y.size != len(x):
         raise HostError(f"target {target.name} returned {y.shape} for {len(x)} images; expected one label each")
-    return y.reshape(len(x)).astype(np.int64)
+    return package.to_predictions(y, len(x))
 
 
 # -- the environment -----------------------------------------------------------------
@@ -437,7 +448,7 @@ def summary_rows(results: Sequence[dict]) -> list[dict]:
     rows = []
     for r in results:
         acc = r.get("accuracy")
-        acc_text = f"{100 * acc['accuracy']:.2f}%" if acc else "-"
+        acc_text = "-" if not acc else "unknown (no data)" if acc["accuracy"] is None else f"{100 * acc['accuracy']:.2f}%"
         if acc and r.get("approximate"):
             acc_text += f" ({100 * acc['agreement']:.1f}% agree)"
         ok = r["status"] == "ok"
@@ -559,6 +570,7 @@ def _plot_layers(plt, results):
 
 def _plot_accuracy(plt, results):
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    results = [r for r in results if r["accuracy"]["accuracy"] is not None]  # no data: accuracy unknown
     for i, r in enumerate(sorted(results, key=lambda r: r["best_images_per_second"])):
         x, y = r["best_images_per_second"], 100 * r["accuracy"]["accuracy"]
         ax.scatter([x], [y], marker="s" if r["label"] == "modelled" else "o")

@@ -20,7 +20,21 @@ FOLDABLE = {"MVAU": ("PE", "SIMD"), "VVAU": ("PE", "SIMD"), "Thresholding": ("PE
             "ConvolutionInputGenerator": ("SIMD",), "Pool": ("PE",), "FMPadding": ("SIMD",)}
 # ops fed by a depthwise sliding window, whose SIMD must equal their PE (as FINN's SetFolding ties them)
 WINDOW_CONSUMERS = ("Pool", "VVAU")
-EXTRA_ATTRS = ("ram_style", "mem_mode", "resType", "runtime_writeable_weights")
+# what else FINN folding configs set (FINN's SetFolding, finn-examples' files); applied where the node has it
+EXTRA_ATTRS = ("ram_style", "ram_style_thresholds", "mem_mode", "resType", "runtime_writeable_weights",
+               "parallel_window", "M", "depth_trigger_uram", "depth_trigger_bram", "deep_pipeline",
+               "preferred_impl_style", "inFIFODepths", "outFIFODepths", "pumpedCompute", "pumpedMemory",
+               "impl_style", "depth")
+# value types and allowed values checkable without the design (FINN's attribute tables)
+STATIC_TYPES = {"PE": int, "SIMD": int, "M": int, "parallel_window": int, "runtime_writeable_weights": int,
+                "depth_trigger_uram": int, "depth_trigger_bram": int, "deep_pipeline": int, "depth": int,
+                "ram_style": str, "ram_style_thresholds": str, "mem_mode": str, "resType": str,
+                "preferred_impl_style": str, "impl_style": str, "inFIFODepths": list, "outFIFODepths": list}
+STATIC_VALUES = {"ram_style": ("auto", "block", "distributed", "ultra"),
+                 "ram_style_thresholds": ("auto", "block", "distributed"),
+                 "mem_mode": ("internal_embedded", "internal_decoupled", "external", "dynamic", "external_mem"),
+                 "resType": ("auto", "lut", "dsp"), "parallel_window": (0, 1), "runtime_writeable_weights": (0, 1),
+                 "preferred_impl_style": ("", "hls", "rtl")}
 
 
 def generic_op(op_type: str) -> str:
@@ -159,8 +173,31 @@ def _apply_one(inst, attrs: dict) -> None:
     if fold_attrs and not any(all(c.get(k) == v for k, v in fold_attrs.items()) for c in legal):
         raise ConfigError(f"folding for {name}: {fold_attrs} is illegal; PE must divide the output "
                           f"channels and SIMD the input channels (e.g. {legal[len(legal) // 2]})")
+    missing = [a for a in attrs if a not in inst.get_nodeattr_types()]
+    if missing:
+        raise ConfigError(f"folding for {name} ({inst.onnx_node.op_type}): it has no attribute "
+                          f"{', '.join(missing)}; it takes {', '.join(a for a in (*FOLDABLE.get(op, ()), *EXTRA_ATTRS) if a in inst.get_nodeattr_types())}")
     for attr, value in attrs.items():
         inst.set_nodeattr(attr, value)
+
+
+def check_static(path, data: dict) -> None:
+    """Value types and allowed values a FINN folding config can be checked for without the design:
+    ConfigError naming the entry, the attribute and what it takes."""
+    for name, attrs in data.items():
+        if name == "Defaults":
+            continue
+        for attr, value in attrs.items():
+            want = STATIC_TYPES.get(attr)
+            if want is not None and (not isinstance(value, want) or isinstance(value, bool)):
+                raise ConfigError(f"folding file {path}: {name}.{attr} = {json.dumps(value)} is not "
+                                  f"{'an integer' if want is int else 'a string' if want is str else 'a list'}")
+            allowed = STATIC_VALUES.get(attr)
+            if allowed is not None and value not in allowed:
+                raise ConfigError(f"folding file {path}: {name}.{attr} = {json.dumps(value)} is not one of "
+                                  f"{', '.join(map(json.dumps, allowed))}")
+            if attr in ("PE", "SIMD", "M") and value < 1:
+                raise ConfigError(f"folding file {path}: {name}.{attr} = {value} must be at least 1")
 
 
 def read_folding(path: Path) -> dict[str, dict]:
@@ -173,6 +210,7 @@ def read_folding(path: Path) -> dict[str, dict]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ConfigError(f"folding file {path} must map node names to attribute objects, "
                           'e.g. {"MVAU_hls_0": {"PE": 16, "SIMD": 49}}')
+    check_static(path, data)
     return data
 
 

@@ -95,14 +95,17 @@ _NO_VERIFY = "pass verify=False (CLI: --no-verify-checksums) to accept your own 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split: ``images`` (N, C, H, W) uint8 raw pixels, ``labels`` (N,) int64."""
+    """One split: ``images`` (N, C, H, W) uint8 raw pixels, ``labels`` (N,) int64.
+
+    A model's own data (``load_own_data``) holds (N, *input shape) integers of any integer dtype
+    (int8 for bipolar inputs)."""
 
     images: np.ndarray
     labels: np.ndarray
 
     def __post_init__(self) -> None:
         """Reject arrays that break the contract (wrong rank, dtype or length)."""
-        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+        if self.images.ndim < 2 or self.images.dtype.kind not in "iu":
             raise DatasetError(f"images must be (N, C, H, W) uint8, got {self.images.shape} {self.images.dtype}")
         if self.labels.shape != (len(self.images),) or self.labels.dtype != np.int64:
             raise DatasetError(f"labels must be ({len(self.images)},) int64, got {self.labels.shape} {self.labels.dtype}")
@@ -120,6 +123,7 @@ class Dataset:
     test: Split
     pixel_max: int
     num_classes: int
+    labelled: bool = True  # False: random inputs with placeholder labels (accuracy unknown)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -397,3 +401,146 @@ def _unpickle(path: Path, raw: bytes) -> dict:
     if not isinstance(batch, dict):
         raise DatasetError(f"corrupt CIFAR-10 batch '{path}': expected a pickled dict, got {type(batch).__name__}; extract the batch again")
     return batch
+
+
+# ----------------------------------------------------------------------------- a model's own data
+
+OWN_DATA_LAYOUT = ("an .npz with x_test and y_test (and optionally x_train and y_train), or an .npy/.csv "
+                   "table: one example per row, its label in the last column (a test split)")
+
+
+def load_own_data(path: str | Path, input_shape: tuple[int, ...], lo: int, hi: int, datatype: str,
+                  bipolar: bool = False) -> Dataset:
+    """A model's own labelled data, checked against the model input.
+
+    ``input_shape``: the model's per-example input shape (no batch axis); arrays may hold it as
+    is or flattened. Values must be integers in ``lo..hi`` of the input ``datatype`` (BIPOLAR:
+    -1 or +1 only). Labels: non-negative integers. Layout: :data:`OWN_DATA_LAYOUT`.
+    Every problem raises DatasetError naming the file, the array and what is wrong.
+    """
+    path = Path(path)
+    arrays = _read_own_arrays(path)
+    splits = {}
+    for split in ("train", "test"):
+        if f"x_{split}" not in arrays:
+            splits[split] = Split(np.zeros((0, *input_shape), np.int64), np.zeros(0, np.int64))
+            continue
+        x = _own_inputs(path, f"x_{split}", arrays[f"x_{split}"], input_shape, lo, hi, datatype, bipolar)
+        y = _own_labels(path, f"y_{split}", arrays.get(f"y_{split}"), len(x))
+        splits[split] = _split_as(x, y)
+    if not len(splits["test"]):
+        raise DatasetError(f"'{path}': x_test holds no examples; give at least one")
+    labels = np.concatenate([splits["train"].labels, splits["test"].labels])
+    return Dataset(path.name, splits["train"], splits["test"], pixel_max=int(hi),
+                   num_classes=max(2, int(labels.max()) + 1))
+
+
+def _read_own_arrays(path: Path) -> dict[str, np.ndarray]:
+    """{'x_test': ..., 'y_test': ..., ...} from an .npz, or from an .npy/.csv table (label last)."""
+    if not path.is_file():
+        raise DatasetError(f"data file '{path}' not found; give {OWN_DATA_LAYOUT}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            if "x_test" not in arrays or "y_test" not in arrays:
+                raise DatasetError(f"'{path}' holds arrays {sorted(arrays)} but needs x_test and y_test "
+                                   "(and optionally x_train, y_train)")
+            if ("x_train" in arrays) != ("y_train" in arrays):
+                raise DatasetError(f"'{path}': x_train and y_train go together; give both or neither")
+            return arrays
+        if suffix == ".npy":
+            table = np.load(path, allow_pickle=False)
+        elif suffix == ".csv":
+            table = _read_csv(path)
+        else:
+            raise DatasetError(f"data file '{path}' is not .npz, .npy or .csv; give {OWN_DATA_LAYOUT}")
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"cannot read data file '{path}': {_one_line(exc)}") from exc
+    if table.ndim != 2 or table.shape[1] < 2:
+        raise DatasetError(f"'{path}' holds a table of shape {table.shape}; expected (examples, features + 1) "
+                           "with the label in the last column")
+    return {"x_test": table[:, :-1], "y_test": table[:, -1]}
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """A numeric CSV table; a first line that is not numeric is taken as a header and skipped."""
+    text = path.read_text().splitlines()
+    first = text[0].split(",") if text else []
+    try:
+        [float(v) for v in first]
+        skip = 0
+    except ValueError:
+        skip = 1
+    return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+
+
+def _own_inputs(path: Path, key: str, x: np.ndarray, shape: tuple[int, ...], lo: int, hi: int,
+                datatype: str, bipolar: bool) -> np.ndarray:
+    """``x`` as (N, *shape) int64, after shape, integrality and range checks."""
+    want = math.prod(shape)
+    if x.ndim < 1 or x.dtype.kind not in "biuf":
+        raise DatasetError(f"'{path}' array {key} is {x.dtype} {x.shape}; expected numbers of shape (N, "
+                           f"{', '.join(map(str, shape))})")
+    if x.shape[1:] != shape and (x.ndim < 2 or math.prod(x.shape[1:]) != want):
+        raise DatasetError(f"'{path}' array {key} has shape {x.shape}; the model takes (N, "
+                           f"{', '.join(map(str, shape))}) ({want} values per example)")
+    values = x.astype(np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values)) | (values < lo) | (values > hi)
+    if bipolar:
+        bad |= values == 0
+    if bad.any():
+        at = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape))
+        allowed = "-1 or +1" if bipolar else f"integers {lo}..{hi}"
+        raise DatasetError(f"'{path}' array {key} holds {x[at]} at {at}; the model's {datatype} input takes "
+                           f"{allowed}" + ("; map 0 to -1" if bipolar and values[at] == 0 else ""))
+    return values.astype(np.int64).reshape(len(x), *shape)
+
+
+def _own_labels(path: Path, key: str, y: np.ndarray | None, n: int) -> np.ndarray:
+    if y is None:
+        raise DatasetError(f"'{path}' has no {key}; labels go beside their inputs")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.shape != (n,) or y.dtype.kind not in "biuf" or (y.size and (y.min() < 0 or np.any(y != np.round(y)))):
+        raise DatasetError(f"'{path}' array {key} is {y.dtype} {y.shape}; expected ({n},) non-negative integer "
+                           "labels, one per example")
+    return y.astype(np.int64)
+
+
+def _split_as(x: np.ndarray, y: np.ndarray) -> Split:
+    """A read-only Split over ``x`` in the smallest integer dtype that holds it."""
+    lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    kind = next(k for k in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64")
+                if np.iinfo(k).min <= lo and hi <= np.iinfo(k).max)
+    x, y = np.ascontiguousarray(x, dtype=kind), np.ascontiguousarray(y, dtype=np.int64)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return Split(x, y)
+
+
+def random_inputs(input_shape: tuple[int, ...], values: np.ndarray, n_random: int = 128, most_constant: int = 1024,
+                  seed: int = 0) -> Dataset:
+    """Unlabelled inputs over every value an input datatype allows (``values``, ascending).
+
+    First one constant row per value (every value of a datatype of up to 10 bits, so every
+    tie an input quantiser could round; ``most_constant`` evenly spread values beyond), then
+    two rows alternating the smallest and largest value (edges side by side), then
+    ``n_random`` uniform random rows. Labels are placeholders (``labelled=False``): accuracy
+    on them means nothing.
+    """
+    rng = np.random.default_rng(seed)
+    per = math.prod(input_shape)
+    picked = values if len(values) <= most_constant else \
+        values[np.linspace(0, len(values) - 1, most_constant).round().astype(int)]
+    constant = np.repeat(picked[:, None], per, axis=1)
+    edges = np.where(np.arange(per) % 2 == np.arange(2)[:, None], values[0], values[-1])
+    rest = values[rng.integers(0, len(values), size=(n_random, per))]
+    x = np.concatenate([constant, edges, rest]).reshape(-1, *input_shape)
+    test = _split_as(x, np.zeros(len(x), np.int64))
+    empty = Split(np.zeros((0, *input_shape), test.images.dtype), np.zeros(0, np.int64))
+    return Dataset("random", empty, test, pixel_max=int(values[-1]), num_classes=1, labelled=False)
