@@ -45,7 +45,7 @@ def candidate_report(cfg, checkpoint: Path, steps: list[dict], out: Path) -> dic
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(checkpoint)
-    ds = load_dataset(cfg.data, cfg.data_dir)
+    ds = load_dataset(cfg.data, cfg.data_dir).gather(ckpt.data.kept_pixels)
     params = sum(v.numel() for k, v in ckpt.state_dict.items() if k.endswith(".weight"))
     report = {"checkpoint": str(checkpoint), "model": ckpt.spec.to_dict(), "data": cfg.data, "board": cfg.board,
               "test_accuracy": {"value": accuracy(ckpt.model(), ds.test.images, ds.test.labels),

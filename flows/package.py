@@ -51,6 +51,8 @@ def write_package(build, out: Path) -> dict:
             "clock_mhz": build.board.clock_mhz, "part": build.board.part, "bitfile": bitfile,
             "test_vectors": n_vectors,
             "executor": "executor/"}  # numpy-only executor of the same design (host.executor)
+    if build.kept_pixels is not None:  # pixel-pruned: the host gathers these (host.packing.gather_pixels)
+        meta["kept_pixels"] = list(build.kept_pixels)
     meta.update(host=_copy_host_code(work), notebook=_write_notebook(work, meta))
     (work / "deploy.json").write_text(json.dumps(meta, indent=2))
     write_reports(build, work)

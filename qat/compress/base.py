@@ -47,6 +47,7 @@ class CompressContext:
     hooks: "TrainHooks"  # the loss and optimiser of every fine-tune (distillation changes the loss)
     out: Path  # the run folder; technique i writes only under out/<i>_<name>/
     progress: bool = True
+    base_ds: "Dataset | None" = None  # the original images when ``ds`` holds a pixel-pruned model's (prune_pixels)
 
 
 @dataclass(frozen=True)

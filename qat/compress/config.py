@@ -132,7 +132,7 @@ def load_techniques() -> None:
     """Import every technique module so that each registers itself (the other helpers' modules too, if present)."""
     import importlib
 
-    for module in ("structured", "bits", "distill", "unstructured", "lowrank", "sharing"):
+    for module in ("structured", "bits", "pixels", "distill", "unstructured", "lowrank", "sharing"):
         try:
             importlib.import_module(f"qat.compress.{module}")
         except ModuleNotFoundError as exc:

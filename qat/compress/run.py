@@ -48,7 +48,8 @@ def compress(cfg: CompressConfig, progress: bool = True) -> CompressResult:
         spec = tech.planned_spec(spec)
     _check_run_dir(cfg, out)
     ckpt = _base(cfg, ds, out / "00_base", progress)
-    ctx = CompressContext(ds, cfg.train_config(), _default_hooks(), out, progress)
+    ctx = CompressContext(ds.gather(ckpt.data.kept_pixels), cfg.train_config(), _default_hooks(), out, progress,
+                          base_ds=ds)
     steps = []
     for i, tech in enumerate(cfg.techniques, 1):
         folder = out / f"{i:02d}_{tech.name}"
@@ -63,6 +64,7 @@ def compress(cfg: CompressConfig, progress: bool = True) -> CompressResult:
         else:
             ckpt = tech.apply(ckpt, ctx)
             ckpt.save(path)
+        ctx.ds = ds.gather(ckpt.data.kept_pixels)  # the data follows the checkpoint's input
         steps.append({"name": tech.name, "options": tech.to_dict(), "folder": str(folder), "reused": reused,
                       "fpga_effect": tech.fpga_effect, "test_accuracy": ckpt.metrics.get("test_accuracy"),
                       "spec": ckpt.spec.to_dict(), "report": tech.report(ckpt)})
@@ -92,6 +94,7 @@ def _inputs(cfg: CompressConfig):
     if cfg.checkpoint is None:
         return ds, parse_model_name(cfg.model), info
     ckpt = load_checkpoint(cfg.checkpoint)
+    info = DatasetInfo.of(ds.gather(ckpt.data.kept_pixels))
     if tuple(ckpt.data.image_shape) != tuple(info.image_shape) or ckpt.data.num_classes != info.num_classes:
         raise DatasetError(f"--checkpoint {cfg.checkpoint} was trained on {ckpt.data.name} {ckpt.data.image_shape} "
                            f"images, {ckpt.data.num_classes} classes; --data {cfg.data} has {info.image_shape}, "
