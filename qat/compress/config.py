@@ -151,4 +151,8 @@ def config_from_options(config: str | None, techniques: list[dict], **fields) ->
     if fields.get("out") is None:
         raise ConfigError("compress: give --out (the run folder) or --config FILE")
     given = {k: v for k, v in fields.items() if v is not None}
+    if "data" not in given and given.get("checkpoint"):  # default: the dataset the checkpoint was trained on
+        from qat.train import load_checkpoint
+
+        given["data"] = load_checkpoint(given["checkpoint"]).data.name
     return CompressConfig(**given, techniques=tuple(technique_from_dict(t, "command line") for t in techniques))

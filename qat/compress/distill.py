@@ -8,7 +8,8 @@ It goes in as ``TrainHooks.loss``, so the training loop is not forked.
 Teacher: a qnn-flows checkpoint (``teacher: path``) of any spec trained on the same images and
 classes (a float teacher is an 8-bit qnn-flows model, e.g. ``lenet-w8a8``), or a zoo model trained
 on the fly (``teacher_model: lenet-w8a8``, ``teacher_epochs``) into the technique's folder. The
-teacher's input shape and classes must match the student's.
+teacher's input shape and classes must match the student's; distil after ``prune_pixels``,
+not before (the teacher takes the images the student takes).
 """
 from __future__ import annotations
 
@@ -96,8 +97,7 @@ class Distill(Technique):
         path = Path(ctx.out) / "teacher.pt"
         if path.is_file():
             return load_checkpoint(path)
-        cfg = dataclasses.replace(ctx.train, epochs=self.teacher_epochs)
-        cfg = TrainConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)})
+        cfg = TrainConfig(epochs=self.teacher_epochs, batch_size=ctx.train.batch_size, seed=ctx.train.seed)
         return train_to_file(parse_model_name(self.teacher_model), ctx.ds, cfg, path, progress=ctx.progress)
 
     def apply(self, ckpt: "Checkpoint", ctx: CompressContext) -> "Checkpoint":
