@@ -5,6 +5,7 @@ verification (every stage bit-exact on the whole test split).
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -216,30 +217,44 @@ def _teacher(tmp_path, shape, classes):
     return path
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--prune", "1.0"], "'ratio' must be in [0, 1)"),
-    (["--prune", "-0.1"], "'ratio' must be in [0, 1)"),
-    (["--prune", "0.5,0.5"], "'ratio' needs one ratio for all layers or 3"),
-    (["--technique", '{"name": "prune", "ratio": 0.995, "multiple": 1}'], "no neuron"),
-    (["--input-bits", "9"], "in_bits"),
-    (["--technique", '{"name": "prune_pixels", "keep": 0}'], "keep 1 to 64"),
-    (["--technique", '{"name": "nope"}'], "unknown technique 'nope'"),
+@pytest.mark.parametrize("technique, message", [
+    ({"name": "prune", "ratio": 1.0}, "'ratio' must be in [0, 1)"),
+    ({"name": "prune", "ratio": -0.1}, "'ratio' must be in [0, 1)"),
+    ({"name": "prune", "ratio": [0.5, 0.5]}, "'ratio' needs one ratio for all layers or 3"),
+    ({"name": "prune", "ratio": 0.995, "multiple": 1}, "no neuron"),
+    ({"name": "input_bits", "bits": 9}, "in_bits"),
+    ({"name": "prune_pixels", "keep": 0}, "keep 1 to 64"),
+    ({"name": "prune", "ratio": 0.5, "steps": 0}, "'steps' and 'multiple' must be >= 1"),
+    ({"name": "nope"}, "unknown technique 'nope'"),
 ])
-def test_bad_options_exit_2_naming_the_option(base, tmp_path, args, message):
+def test_bad_options_are_refused_naming_the_option_before_any_work(base, tmp_path, technique, message):
+    from qat.compress import compress
+
     out = tmp_path / "c"
-    r = _flows("compress", "--checkpoint", base, *args, "--out", out, cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    cfg = {"out": str(out), "checkpoint": str(base), "candidate": "none",
+           "techniques": [{"name": "prune", "ratio": 0.25}, technique]}  # the second is bad: nothing runs
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        compress(cfg, progress=False)
     assert not out.exists()
 
 
 @pytest.mark.parametrize("shape, classes, message", [((1, 28, 28), 10, "takes (1, 28, 28) images"),
                                                      ((1, 8, 8), 5, "has 5 classes")])
 def test_teacher_that_does_not_match_is_refused(base, tmp_path, shape, classes, message):
+    from qat.compress import compress
+
+    cfg = {"out": str(tmp_path / "c"), "checkpoint": str(base), "candidate": "none",
+           "techniques": [{"name": "distill", "teacher": str(_teacher(tmp_path, shape, classes))}]}
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        compress(cfg, progress=False)
+    assert "option 'teacher'" in str(err.value) and not (tmp_path / "c").exists()
+
+
+def test_bad_option_on_the_command_line_exits_2_in_one_line(base, tmp_path):
     out = tmp_path / "c"
-    r = _flows("compress", "--checkpoint", base, "--distill", _teacher(tmp_path, shape, classes), "--out", out,
-               cwd=tmp_path)
-    assert r.returncode == 2 and "option 'teacher'" in r.stderr and message in r.stderr
+    r = _flows("compress", "--checkpoint", base, "--prune", "1.0", "--out", out, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "prune: option 'ratio' must be in [0, 1)" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
 
 
