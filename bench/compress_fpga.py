@@ -83,9 +83,9 @@ def fpga_lenet(args, ds) -> dict:
     if "prune" in args.lenet:  # 64x32 neurons, 8 bits
         runs.append(run(args, "lenet_prune64x32", [teacher, {"name": "prune", "ratio": [0.787, 0.68],
                                                              "schedule": "agp"}], b, epochs=8))
-    if "bits" in args.lenet:  # fewer bits instead: 4-bit weights and activations, full width
-        runs.append(run(args, "lenet_w4a4", [teacher, {"name": "bits", "weight_bits": 4, "act_bits": 4}], b,
-                        epochs=4, candidate=args.candidate))
+    if "bits" in args.lenet:  # fewer bits instead: 4-bit weights, activations and input (lenet-w4a4), full width
+        runs.append(run(args, "lenet_w4a4i4", [teacher, {"name": "bits", "weight_bits": 4, "act_bits": 4,
+                                                         "in_bits": 4}], b, epochs=4, candidate=args.candidate))
     target = "cycles <= 98 (DMA bound) or < 400 at >= 98.0%"
     return {"target": target, "base": _base_row(b), "runs": runs,
             "met": [r["run"] for r in runs if r["accuracy"] >= 0.98 and r["cycles_per_image"] < 400]}

@@ -166,6 +166,13 @@ def test_pixel_pruning_keeps_first_layer_columns(digits, base, tmp_path):
     assert pruned.model()(torch.zeros(3, 1, 1, 32)).shape == (3, 10)
 
 
+def test_bits_plan_the_spec_they_fine_tune():
+    bits = technique_from_dict({"name": "bits", "weight_bits": 4, "act_bits": 4, "in_bits": 4})
+    assert bits.planned_spec(parse_model_name("lenet-w8a8")) == parse_model_name("lenet-w4a4")
+    assert technique_from_dict({"name": "input_bits", "bits": 1}).planned_spec(
+        parse_model_name("tfc-w2a2")).in_bits == 1
+
+
 # -- distillation ----------------------------------------------------------------------
 
 
@@ -188,7 +195,8 @@ def test_config_round_trips(tmp_path, suffix):
         technique_from_dict({"name": "distill", "teacher": "t.pt", "temperature": 3.0}),
         technique_from_dict({"name": "prune", "ratio": [0.5, 0.75], "schedule": "agp"}),
         technique_from_dict({"name": "prune_pixels", "keep": 600}),
-        technique_from_dict({"name": "input_bits", "bits": 2})))
+        technique_from_dict({"name": "input_bits", "bits": 2}),
+        technique_from_dict({"name": "bits", "weight_bits": [4, 4, 8], "act_bits": 4})))
     path = tmp_path / f"c{suffix}"
     cfg.save(path)
     assert load_config(path) == cfg

@@ -6,7 +6,8 @@ input-DMA bound only when the accelerator's input stream carries the quantised v
 report shows both bounds. A 1-bit input quantiser in front of multi-bit weights is refused
 by FINN's HW conversion today (``MultiThreshold out_scale must be 1``); 2 bits and up build.
 
-``bits`` sets the weight and/or activation bit widths (one for all, or per layer) and
+``bits`` sets the weight and/or activation bit widths (one for all, or per layer; and
+``in_bits``, the input quantiser, if given) and
 fine-tunes from the same float weights: fewer bits make FINN's matrix units cheaper and,
 where LUTs bound the folding, faster.
 """
@@ -65,6 +66,7 @@ class Bits(Technique):
 
     weight_bits: int | tuple[int, ...] | None = None  # None: keep
     act_bits: int | tuple[int, ...] | None = None
+    in_bits: int | None = None  # the input quantiser too (as input_bits), in the same fine-tune
 
     def __post_init__(self):
         for f in ("weight_bits", "act_bits"):
@@ -75,16 +77,18 @@ class Bits(Technique):
         from qat.models import ModelSpec
 
         d = spec.to_dict()
-        d.update({k: v for k, v in (("weight_bits", self.weight_bits), ("act_bits", self.act_bits)) if v is not None})
+        d.update({k: v for k, v in (("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
+                                    ("in_bits", self.in_bits)) if v is not None})
         return ModelSpec.from_dict(d, source="bits")
 
     def check(self, spec: "ModelSpec", data: "DatasetInfo") -> None:
-        if self.weight_bits is None and self.act_bits is None:
-            raise ConfigError("bits: give option 'weight_bits' and/or 'act_bits'")
+        if self.weight_bits is None and self.act_bits is None and self.in_bits is None:
+            raise ConfigError("bits: give option 'weight_bits', 'act_bits' and/or 'in_bits'")
         self.planned_spec(spec)
 
     def apply(self, ckpt: "Checkpoint", ctx: CompressContext) -> "Checkpoint":
         return _fine_tune(ckpt, self.planned_spec(ckpt.spec), ctx)
 
     def report(self, ckpt: "Checkpoint") -> dict:
-        return {"weight_bits": list(ckpt.spec.weight_bits), "act_bits": list(ckpt.spec.act_bits)}
+        return {"weight_bits": list(ckpt.spec.weight_bits), "act_bits": list(ckpt.spec.act_bits),
+                "in_bits": ckpt.spec.in_bits}
