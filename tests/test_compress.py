@@ -274,3 +274,16 @@ def test_changed_options_do_not_overwrite_a_finished_step(base, tmp_path):
     r = _flows("compress", *args, "--prune", "0.25", cwd=tmp_path)
     assert r.returncode == 2 and "01_prune holds prune" in r.stderr
     assert (out / "01_prune" / "checkpoint.pt").read_bytes() == before
+
+
+def test_command_line_options_make_the_techniques_in_order():
+    from qat.compress.cli import techniques_from_options
+
+    o = {"distill": "t.pt", "prune": "0.5,0.75,0.5", "prune_schedule": "agp", "input_bits": 2,
+         "technique": ['{"name": "prune_pixels", "keep": 600}']}
+    assert techniques_from_options(o) == [
+        {"name": "distill", "teacher": "t.pt", "fine_tune": False},
+        {"name": "prune", "ratio": [0.5, 0.75, 0.5], "schedule": "agp"},
+        {"name": "prune_pixels", "keep": 600}, {"name": "input_bits", "bits": 2}]
+    alone = {**o, "prune": None, "input_bits": None, "technique": None}
+    assert techniques_from_options(alone) == [{"name": "distill", "teacher": "t.pt", "fine_tune": True}]

@@ -7,10 +7,9 @@ from flows.errors import ConfigError
 
 
 def techniques_from_options(o: dict) -> list[dict]:
-    """--distill first (its loss then drives every later fine-tune), --prune, --technique..., --input-bits last."""
+    """--distill first (its loss then drives every later fine-tune; it fine-tunes on its own only when
+    it is the only technique), --prune, --technique..., --input-bits last."""
     out = []
-    if o["distill"] is not None:
-        out.append({"name": "distill", "teacher": str(o["distill"])})
     if o["prune"] is not None:
         out.append({"name": "prune", "ratio": _ratio(o["prune"]), "schedule": o["prune_schedule"]})
     for text in o["technique"] or []:
@@ -21,6 +20,8 @@ def techniques_from_options(o: dict) -> list[dict]:
                               "\"ratio\": 0.5}'") from None
     if o["input_bits"] is not None:
         out.append({"name": "input_bits", "bits": o["input_bits"]})
+    if o["distill"] is not None:
+        out.insert(0, {"name": "distill", "teacher": str(o["distill"]), "fine_tune": not out})
     return out
 
 
