@@ -97,7 +97,8 @@ def quantised_input_bound(ckpt, fpga: dict) -> dict:
     return {"kind": "modelled", "in_bits": ckpt.spec.in_bits, "in_bytes": in_bytes, "io_in_cycles": io,
             "cycles_per_image": cycles, "fps": board.clock_mhz * 1e6 / cycles,
             "binding": "I/O (input DMA)" if io >= fpga["compute_cycles"] else "compute",
-            "note": "the host quantises pixels to in_bits and packs them; the graph's input is still 8-bit pixels"}
+            "note": "the host quantises pixels to in_bits and packs them (the graph's input is still the raw pixel); "
+                    "compute at this build's folding: fold for the faster rate with target_fps"}
 
 
 def _bench(deploy: Path, checkpoint: Path, out: Path) -> dict:
