@@ -55,7 +55,17 @@ class Build:
                                  bipolar=dt.is_bipolar)
         if self.cfg.data is None:
             return random_inputs(self.onnx_input[1], self.input_values())
-        return load_dataset(self.cfg.data, self.cfg.data_dir, verify=self.cfg.verify_checksums)
+        ds = load_dataset(self.cfg.data, self.cfg.data_dir, verify=self.cfg.verify_checksums)
+        return ds.gather(self.kept_pixels)
+
+    @functools.cached_property
+    def kept_pixels(self) -> tuple[int, ...] | None:
+        """A pixel-pruned checkpoint's kept pixels (qat.compress.pixels): the images the build feeds
+        every stage are those pixels only, as the host gathers them for the accelerator."""
+        from qat.train import load_checkpoint
+
+        path = self.cfg.checkpoint or self.dir("train") / "checkpoint.pt"
+        return load_checkpoint(path).data.kept_pixels if Path(path).is_file() else None
 
     @property
     def pixel_max(self) -> int:

@@ -275,6 +275,36 @@ def _search(model: str, options: dict) -> None:
     console.print(f"wrote {Path(options['out']) / 'report.md'} and report.json, plots")
 
 
+@app.command("compress")
+def compress_cmd(
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON compression config (options below override it)."),
+    model: Optional[str] = typer.Option(None, help="Zoo model to train first, e.g. lenet-w8a8."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Trained checkpoint to compress instead of --model."),
+    data: Optional[str] = typer.Option(None, help="digits (bundled), mnist, fashion-mnist, ..."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    distill: Optional[Path] = typer.Option(None, help="Teacher checkpoint: distil every fine-tune (applied first)."),
+    prune: Optional[str] = typer.Option(None, help="Structured pruning ratio in [0, 1), or one per layer: 0.5,0.75."),
+    prune_schedule: str = typer.Option("oneshot", help="oneshot or agp (gradual, Zhu & Gupta)."),
+    input_bits: Optional[int] = typer.Option(None, help="Quantise the input to this many bits (applied last)."),
+    technique: Optional[list[str]] = typer.Option(None, help='Any registered technique as JSON, repeatable: '
+                                                  '\'{"name": "prune", "ratio": 0.5}\'.'),
+    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs of each technique (default 5)."),
+    base_epochs: Optional[int] = typer.Option(None, help="Training epochs of --model (default 20)."),
+    lr: Optional[float] = typer.Option(None, help="Peak fine-tuning learning rate (default 0.01)."),
+    seed: Optional[int] = typer.Option(None, help="Seed (default 0)."),
+    board: Optional[str] = typer.Option(None, help="Board of the FPGA estimate (default pynq-z2)."),
+    candidate: Optional[str] = typer.Option(None, help="none, estimate, or full (verify, package, CPU bench)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (resumable; finished steps are reused)."),
+    save_config: Optional[Path] = typer.Option(None, help="Write the resulting config here and stop."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch (default 1)."),
+):
+    """Compress a model (structured pruning, fewer input bits, distillation, ...) and report the candidate."""
+    options = dict(locals())
+    from qat.compress.cli import run_compress
+
+    _run(lambda: run_compress(options))
+
+
 def _run(fn) -> None:
     try:
         fn()

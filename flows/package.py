@@ -65,6 +65,8 @@ def _assemble(build, final: Path, verified: bool) -> dict:
             "expected": "verified: identical across every stage of the verify step" if verified else
                         "the numpy executor's outputs of the folded design (the verify step did not run)",
             "executor": "executor/"}  # numpy-only executor of the same design (host.executor)
+    if build.kept_pixels is not None:  # pixel-pruned: the host gathers these (host.packing.gather_pixels)
+        meta["kept_pixels"] = list(build.kept_pixels)
     meta.update(host=_copy_host_code(work), notebook=_write_notebook(work, meta))
     (work / "deploy.json").write_text(json.dumps(meta, indent=2))
     write_reports(build, work)

@@ -221,3 +221,14 @@ def _unpackbits_rows(buf: np.ndarray, nbits: int) -> np.ndarray:
         return np.unpackbits(buf, axis=-1, count=nbits, bitorder="little")
     flat = np.unpackbits(np.ascontiguousarray(buf).reshape(-1), bitorder="little")
     return flat.reshape(buf.shape[:-1] + (nbits,))
+
+
+def gather_pixels(images: np.ndarray, kept: Sequence[int]) -> np.ndarray:
+    """The kept pixels of a pixel-pruned model: (N, ...) images -> (N, 1, 1, K), pixel ``kept[k]`` of
+    each flattened image at k (deploy.json ``kept_pixels``; the host gathers before packing)."""
+    images = np.asarray(images)
+    flat = images.reshape(len(images), -1)
+    idx = np.asarray(kept, dtype=np.int64)
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= flat.shape[1])):
+        raise IOSpecError(f"kept pixel indices must lie in 0..{flat.shape[1] - 1}")
+    return np.ascontiguousarray(flat[:, idx]).reshape(len(images), 1, 1, len(idx))

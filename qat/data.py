@@ -124,11 +124,27 @@ class Dataset:
     pixel_max: int
     num_classes: int
     labelled: bool = True  # False: random inputs with placeholder labels (accuracy unknown)
+    kept_pixels: tuple[int, ...] | None = None  # pixel-pruned: images are (1, 1, K), these pixels of the original
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """The (C, H, W) shape of one image."""
         return tuple(int(d) for d in self.train.images.shape[1:])  # type: ignore[return-value]
+
+    def gather(self, kept: tuple[int, ...] | None) -> "Dataset":
+        """The dataset as a pixel-pruned model takes it: images (N, 1, 1, K) of the flattened original's
+        pixels ``kept`` (indices into this dataset's original images); ``None``: itself."""
+        if kept is None or tuple(kept) == self.kept_pixels:
+            return self
+        if self.kept_pixels is not None:
+            raise DatasetError("gather the kept pixels from the original dataset, not an already pruned one")
+        from host.packing import gather_pixels
+
+        def split(s: Split) -> Split:
+            return Split(gather_pixels(s.images, kept), s.labels)
+
+        return Dataset(self.name, split(self.train), split(self.test), self.pixel_max, self.num_classes,
+                       tuple(int(k) for k in kept))
 
 
 # ----------------------------------------------------------------------------- public API

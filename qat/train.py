@@ -56,10 +56,11 @@ class DatasetInfo:
     image_shape: tuple[int, int, int]
     num_classes: int
     pixel_max: int
+    kept_pixels: tuple[int, ...] | None = None  # pixel-pruned input: these pixels of the flattened original image
 
     @classmethod
     def of(cls, ds: Dataset) -> "DatasetInfo":
-        return cls(ds.name, tuple(ds.image_shape), ds.num_classes, ds.pixel_max)
+        return cls(ds.name, tuple(ds.image_shape), ds.num_classes, ds.pixel_max, ds.kept_pixels)
 
 
 @dataclass
@@ -139,7 +140,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         data = blob["data"]
         ckpt = Checkpoint(ModelSpec.from_dict(blob["spec"], source=f"checkpoint {path}: spec"),
                           DatasetInfo(data["name"], tuple(data["image_shape"]), data["num_classes"],
-                                      data["pixel_max"]),
+                                      data["pixel_max"],
+                                      None if data.get("kept_pixels") is None else tuple(data["kept_pixels"])),
                           TrainConfig(**blob["train"]), _expand(blob["state_dict"], blob.get("weight_scales") or {}),
                           blob["metrics"], blob.get("optimizer"), blob.get("resume"))
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:

@@ -9,6 +9,9 @@ checkpoint and returns a new one (its spec may change: a pruned MLP has smaller
 
 - ``check(spec, data)`` runs before any work for every technique of a run: bad options
   raise ConfigError naming the option (validate the whole run first, then work).
+- ``setup(ctx)`` runs before ``apply`` and also when a finished technique's checkpoint
+  is reused on a resumed run: what later techniques' fine-tunes must see (distillation
+  sets ``ctx.hooks.loss``) goes there, not in ``apply``.
 - ``apply(ckpt, ctx)`` does the work, fine-tuning with ``ctx.train`` and ``ctx.hooks``
   (distillation replaces the loss there for every later fine-tune) and writes only
   under ``ctx.out``.
@@ -44,6 +47,7 @@ class CompressContext:
     hooks: "TrainHooks"  # the loss and optimiser of every fine-tune (distillation changes the loss)
     out: Path  # the run folder; technique i writes only under out/<i>_<name>/
     progress: bool = True
+    base_ds: "Dataset | None" = None  # the original images when ``ds`` holds a pixel-pruned model's (prune_pixels)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,13 @@ class Technique:
     def check(self, spec: "ModelSpec", data: "DatasetInfo") -> None:
         """Refuse bad options for this model and data before any work (ConfigError naming the option)."""
 
+    def planned_spec(self, spec: "ModelSpec") -> "ModelSpec":
+        """The spec this technique will produce from ``spec`` (so the next ones are checked against it)."""
+        return spec
+
+    def setup(self, ctx: CompressContext) -> None:
+        """Change what later fine-tunes see (ctx.hooks); runs even when this technique's result is reused."""
+
     def apply(self, ckpt: "Checkpoint", ctx: CompressContext) -> "Checkpoint":
         raise NotImplementedError
 
@@ -64,7 +75,9 @@ class Technique:
         return {}
 
     def to_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
+        """Options as plain JSON/YAML values (tuples as lists), with the registered ``name``."""
+        return {"name": self.name, **{k: list(v) if isinstance(v, tuple) else v
+                                      for k, v in dataclasses.asdict(self).items()}}
 
 
 REGISTRY: dict[str, type[Technique]] = {}
