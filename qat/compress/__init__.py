@@ -4,3 +4,6 @@ Every technique is a frozen dataclass of its own options (qat.compress.base.Tech
 registered under a short name, so a compression is an ordered list of technique configs
 that round-trips to YAML/JSON. See qat.compress.base for the contract.
 """
+
+# importing the technique modules registers them (qat.compress.base.REGISTRY)
+from qat.compress import lowrank, sharing, unstructured  # noqa: E402,F401
