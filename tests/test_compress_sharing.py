@@ -30,7 +30,7 @@ def test_layer_clusters_nonzeros_into_2_to_the_bits_grid_values():
     rng = np.random.default_rng(0)
     ints = rng.integers(-7, 8, size=(16, 12))
     q = IntWeights("fc", ints, 1 / 7, 4)
-    s = cluster_layer(None, q, 2)
+    s = cluster_layer(q, 2)
     values = s.centroids.numpy() * 7
     assert len(values) <= 4 and np.allclose(values, np.round(values)) and np.abs(values).max() <= 7
     assert s.positions.tolist() == np.flatnonzero(ints).tolist()  # zeros are not clustered

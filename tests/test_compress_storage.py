@@ -66,3 +66,20 @@ def test_report_totals_add_layers_and_side_parameters():
     assert report["total"]["bytes"]["dense_float32"] == 4 * (weights + side)
     assert report["total"]["bytes"]["dense_quant"] == (2 * weights + 32 * side) // 8
     assert report["total"]["ratio_vs_float32"]["dense_float32"] == pytest.approx(1.0)
+
+
+def test_cpu_effect_checks_sparse_against_dense_on_each_layer():
+    import torch
+
+    from qat.compress.storage import sparse_cpu_effect
+    from qat.models import build_model, parse_model_name
+    from qat.train import Checkpoint, DatasetInfo, TrainConfig
+
+    torch.manual_seed(0)
+    spec = parse_model_name("tfc-w2a2")
+    state = build_model(spec, (1, 8, 8), 10, 16).state_dict()
+    state["features.2.weight"][:, :48] = 0.0  # three quarters of the first layer's weights pruned
+    ckpt = Checkpoint(spec, DatasetInfo("digits", (1, 8, 8), 10, 16), TrainConfig(), state, {})
+    rows = sparse_cpu_effect(ckpt, batch_sizes=(1, 4), repeats=2)["layers"]
+    assert [(r["layer"], r["batch"]) for r in rows][:2] == [("features.2", 1), ("features.2", 4)]
+    assert rows[0]["density"] <= 0.25 and len(rows) == 8

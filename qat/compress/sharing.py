@@ -25,7 +25,7 @@ import torch
 
 from flows.errors import ConfigError
 from qat.compress.base import CompressContext, Technique, register
-from qat.compress.weights import int_weights, module_bits, per_layer, weight_layers
+from qat.compress.weights import IntWeights, int_weights, module_bits, per_layer, weight_layers
 
 if TYPE_CHECKING:
     from qat.models import ModelSpec
@@ -68,7 +68,7 @@ class Sharing:
     centroids: torch.Tensor  # (k,) float, in weight units (integer * scale)
 
 
-def cluster_layer(weight: torch.Tensor, q, bits: int) -> Sharing:
+def cluster_layer(q: "IntWeights", bits: int) -> Sharing:
     """k-means of the layer's nonzero quantised weights into 2^bits values on the quantiser's grid."""
     flat = q.ints.reshape(-1)
     positions = np.flatnonzero(flat)
@@ -146,7 +146,7 @@ class WeightSharing(Technique):
         model = ckpt.model()
         layers = weight_layers(model)
         bits = per_layer(self.bits, len(layers), "bits", self.name)
-        return {name: cluster_layer(m.weight, int_weights(name, m), b) for (name, m), b in zip(layers, bits)}
+        return {name: cluster_layer(int_weights(name, m), b) for (name, m), b in zip(layers, bits)}
 
     def apply(self, ckpt: "Checkpoint", ctx: CompressContext) -> "Checkpoint":
         from qat.models import build_model

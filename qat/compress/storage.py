@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+import warnings
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -181,7 +182,9 @@ def sparse_cpu_effect(ckpt: "Checkpoint", batch_sizes: tuple[int, ...] = (1, 256
     rows = []
     for w in model_int_weights(ckpt.model()):
         dense = torch.from_numpy(w.ints.reshape(w.ints.shape[0], -1)).float()
-        sparse = dense.to_sparse_csr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            sparse = dense.to_sparse_csr()
         for batch in batch_sizes:
             x = torch.randint(-8, 9, (dense.shape[1], batch), generator=gen).float()
             if not torch.equal(dense @ x, sparse @ x):
