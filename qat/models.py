@@ -184,7 +184,7 @@ def _rank_list(value, n: int, arch: str, source: str) -> tuple[int | None, ...]:
 
 
 def check_ranks(spec: "ModelSpec", in_features: int, num_classes: int) -> None:
-    """Refuse a rank that does not make a layer smaller than min(inputs, outputs) (ConfigError naming 'ranks')."""
+    """Refuse a rank above min(inputs, outputs) of its layer (ConfigError naming 'ranks')."""
     if spec.ranks is None:
         return
     dims = (in_features, *spec.layer_widths, num_classes)

@@ -89,8 +89,9 @@ def layer_sparsity(ckpt: "Checkpoint") -> list[dict]:
 @dataclass(frozen=True)
 class UnstructuredPrune(Technique):
     """Options: ``sparsity`` (fraction of weights set to 0, in [0, 1): one for every weight layer or a list,
-    one per layer); ``events`` (pruning events of the cubic schedule; 1 = one-shot); ``ramp`` (fraction of
-    the fine-tuning steps over which the sparsity rises; 0 = prune at the first step)."""
+    one per quantised weight layer, the two halves of a factorised layer counting as two); ``events``
+    (pruning events of the cubic schedule; 1 = one-shot); ``ramp`` (fraction of the fine-tuning steps
+    over which the sparsity rises; 0 = prune at the first step)."""
 
     name = "unstructured"
     fpga_effect = "none"
