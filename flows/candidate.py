@@ -4,7 +4,7 @@
 ``out/candidate.md``:
 
 - accuracy on the test split (PyTorch, measured) and parameters;
-- storage: :func:`storage_columns` (the one place where qat.compress.storage plugs in);
+- storage: :func:`storage_columns` (qat.compress.storage's totals);
 - the FPGA estimate: the build flow (flows.build.run_build) on the compressed checkpoint to
   ``estimate`` (cfg.candidate "estimate") or through verify and package ("full": every stage
   bit-exact on the whole test split): cycles per layer, images/s, latency, binding bound,
@@ -27,15 +27,11 @@ BENCH_BATCHES = (1, 256, 4096)
 
 
 def storage_columns(ckpt) -> dict:
-    """Storage bytes under each encoding (dense fp32, dense at the quantised bits, pruned, shared, +Huffman).
+    """Total bytes under each encoding (qat.compress.storage: dense float32, dense at the quantised
+    bits, CSR, bitmask, relative, shared, shared + Huffman), computed exactly from the weights."""
+    from qat.compress.storage import storage_report
 
-    MERGE POINT: qat.compress.storage (another branch) computes these; until it is merged only
-    the two dense figures are given here."""
-    model = ckpt.model()
-    layers = [m for m in model.modules() if hasattr(m, "quant_weight")]
-    fp32 = sum(m.weight.numel() * 4 for m in layers)
-    quant = sum(math.ceil(m.weight.numel() * int(m.quant_weight().bit_width) / 8) for m in layers)
-    return {"dense_fp32_bytes": fp32, "dense_quantised_bytes": quant}
+    return storage_report(ckpt)["total"]["bytes"]
 
 
 def candidate_report(cfg, checkpoint: Path, steps: list[dict], out: Path) -> dict:

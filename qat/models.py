@@ -15,6 +15,10 @@ Per-layer bit widths come from a model config (YAML or JSON), e.g.
 per-layer widths (hidden neurons of an MLP; convolution channels then hidden
 linear widths of CNV) optionally too, ``widths: [48, 64, 32]``: a pruned model
 is a spec like any other. Without ``widths`` the architecture's own apply.
+MLPs optionally carry per-layer ``ranks`` (one per weight layer, ``null`` = not factorised):
+a layer of rank r is built as QuantLinear(n->r) -> BatchNorm1d -> an 8-bit activation
+quantiser -> QuantLinear(r->m), two matrix units with an integer interface for FINN
+(qat.compress.lowrank makes them by truncated SVD).
 """
 from __future__ import annotations
 
@@ -57,7 +61,8 @@ ARCHS: dict[str, Arch] = {
     **{name: Arch(len(hidden) + 1, len(hidden), None) for name, hidden in MLP_HIDDEN.items()},
     "cnv": Arch(cnv.N_WEIGHT_LAYERS, cnv.N_ACT_LAYERS, cnv.IN_BITS),
 }
-SPEC_FIELDS = ("arch", "weight_bits", "act_bits", "in_bits", "widths")
+SPEC_FIELDS = ("arch", "weight_bits", "act_bits", "in_bits", "widths", "ranks")
+RANK_ACT_BITS = 8  # activation quantiser between the two halves of a factorised layer
 
 
 def default_widths(arch: str) -> tuple[int, ...]:
@@ -83,6 +88,7 @@ class ModelSpec:
     act_bits: tuple[int, ...]  # one per hidden activation
     in_bits: int  # input quantiser
     widths: tuple[int, ...] | None = None  # one per hidden layer (default_widths); None: the architecture's
+    ranks: tuple[int | None, ...] | None = None  # MLPs: one per weight layer, None = not factorised
 
     @property
     def layer_widths(self) -> tuple[int, ...]:
@@ -90,18 +96,28 @@ class ModelSpec:
         return self.widths if self.widths is not None else default_widths(self.arch)
 
     @property
+    def factorised(self) -> bool:
+        """Whether any layer is built as two low-rank halves."""
+        return self.ranks is not None and any(r is not None for r in self.ranks)
+
+    @property
     def name(self) -> str:
         w, a = self.weight_bits[0], self.act_bits[0]
         uniform = (set(self.weight_bits) == {w} and set(self.act_bits) == {a}
                    and self.in_bits == default_in_bits(self.arch, a)
-                   and self.layer_widths == default_widths(self.arch))
+                   and self.layer_widths == default_widths(self.arch) and not self.factorised)
         return f"{self.arch}-w{w}a{a}" if uniform else f"{self.arch}-custom"
 
     def to_dict(self) -> dict:
-        """The spec as a plain dict; ``widths`` only when given, so zoo specs read as they always have."""
+        """The spec as a plain dict; ``widths`` and ``ranks`` only when given, so zoo specs read as they
+        always have."""
         d = {"arch": self.arch, "weight_bits": list(self.weight_bits),
              "act_bits": list(self.act_bits), "in_bits": self.in_bits}
-        return d if self.widths is None else {**d, "widths": list(self.widths)}
+        if self.widths is not None:
+            d["widths"] = list(self.widths)
+        if self.ranks is not None:
+            d["ranks"] = list(self.ranks)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "model config") -> "ModelSpec":
@@ -127,7 +143,9 @@ class ModelSpec:
         in_bits = default_in_bits(arch, act_bits[0]) if in_bits is None else _bits(in_bits, "in_bits", source)
         widths = d.get("widths")
         widths = None if widths is None else _width_list(widths, len(default_widths(arch)), arch, source)
-        return validate(cls(arch, weight_bits, act_bits, in_bits, widths))
+        ranks = d.get("ranks")
+        ranks = None if ranks is None else _rank_list(ranks, layers.weight_layers, arch, source)
+        return validate(cls(arch, weight_bits, act_bits, in_bits, widths, ranks))
 
 
 def _bits(value, field: str, source: str) -> int:
@@ -153,6 +171,27 @@ def _width_list(value, n: int, arch: str, source: str) -> tuple[int, ...]:
         raise ConfigError(f"{source}: field 'widths' needs {n} positive integers for {arch} (one per hidden "
                           f"layer, default {list(default_widths(arch))}), got {value!r}")
     return tuple(value)
+
+
+def _rank_list(value, n: int, arch: str, source: str) -> tuple[int | None, ...]:
+    if arch == "cnv":
+        raise ConfigError(f"{source}: field 'ranks' (low-rank layers) is for MLPs only, not {arch}")
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in value):
+        raise ConfigError(f"{source}: field 'ranks' needs {n} entries for {arch} (one per weight layer), each a "
+                          f"positive rank or null for a layer kept whole, got {value!r}")
+    return tuple(value)
+
+
+def check_ranks(spec: "ModelSpec", in_features: int, num_classes: int) -> None:
+    """Refuse a rank above min(inputs, outputs) of its layer (ConfigError naming 'ranks')."""
+    if spec.ranks is None:
+        return
+    dims = (in_features, *spec.layer_widths, num_classes)
+    for i, r in enumerate(spec.ranks):
+        if r is not None and r > min(dims[i], dims[i + 1]):
+            raise ConfigError(f"field 'ranks' entry {i} is {r}, larger than layer {i} ({dims[i]} -> {dims[i + 1]}); "
+                              f"a rank is at most {min(dims[i], dims[i + 1])}")
 
 
 def load_model_config(path: str | Path) -> ModelSpec:
@@ -198,6 +237,8 @@ def validate(spec: ModelSpec) -> ModelSpec:
             raise ConfigError(f"bit width {b} is out of range; use 1 (binary) to {MAX_BITS}")
     if spec.widths is not None and (len(spec.widths) != len(default_widths(spec.arch)) or min(spec.widths) < 1):
         raise ConfigError(f"{spec.arch} needs {len(default_widths(spec.arch))} positive widths, got {list(spec.widths)}")
+    if spec.ranks is not None and (spec.arch == "cnv" or len(spec.ranks) != layers.weight_layers):
+        raise ConfigError(f"field 'ranks' needs {layers.weight_layers} entries for an MLP, got {list(spec.ranks)}")
     return spec
 
 
@@ -211,17 +252,17 @@ class QuantMLP(nn.Module):
         self.register_buffer("pixel_scale", torch.tensor(2.0 / pixel_max))
         self.features = nn.ModuleList([QuantIdentity(act_quant=ActQuant, bit_width=spec.in_bits),
                                        nn.Dropout(dropout)])
+        check_ranks(spec, in_features, num_classes)
+        ranks = spec.ranks or (None,) * len(spec.weight_bits)
         widths = (in_features, *spec.layer_widths)
         for i, out_features in enumerate(widths[1:]):
             self.features.extend([
-                QuantLinear(widths[i], out_features, bias=False,
-                            weight_quant=WeightQuant, weight_bit_width=spec.weight_bits[i]),
+                *_linear(widths[i], out_features, spec.weight_bits[i], ranks[i]),
                 nn.BatchNorm1d(out_features),
                 QuantIdentity(act_quant=ActQuant, bit_width=spec.act_bits[i]),
                 nn.Dropout(dropout),
             ])
-        self.features.append(QuantLinear(widths[-1], num_classes, bias=False,
-                                          weight_quant=WeightQuant, weight_bit_width=spec.weight_bits[-1]))
+        self.features.extend(_linear(widths[-1], num_classes, spec.weight_bits[-1], ranks[-1]))
         self.features.append(PositiveScale())
         for m in self.modules():
             if isinstance(m, QuantLinear):
@@ -238,6 +279,16 @@ class QuantMLP(nn.Module):
         for m in self.features:
             if isinstance(m, QuantLinear):
                 m.weight.data.clamp_(-1.0, 1.0)
+
+
+def _linear(n: int, m: int, bits: int, rank: int | None) -> list[nn.Module]:
+    """One weight layer n -> m: a QuantLinear, or for a rank r its two halves n -> r -> m with BatchNorm
+    and an 8-bit activation quantiser between them (what FINN builds as two matrix units)."""
+    if rank is None:
+        return [QuantLinear(n, m, bias=False, weight_quant=WeightQuant, weight_bit_width=bits)]
+    return [QuantLinear(n, rank, bias=False, weight_quant=WeightQuant, weight_bit_width=bits),
+            nn.BatchNorm1d(rank), QuantIdentity(act_quant=ActQuant, bit_width=RANK_ACT_BITS),
+            QuantLinear(rank, m, bias=False, weight_quant=WeightQuant, weight_bit_width=bits)]
 
 
 def build_model(spec: ModelSpec, image_shape: tuple[int, int, int], num_classes: int,

@@ -81,6 +81,15 @@ class Technique:
 
 
 REGISTRY: dict[str, type[Technique]] = {}
+BUILTIN = ("structured", "bits", "pixels", "distill", "unstructured", "lowrank", "sharing")  # qat.compress.<module>
+
+
+def load_techniques() -> None:
+    """Import the built-in technique modules, each of which registers its techniques (idempotent)."""
+    import importlib
+
+    for module in BUILTIN:
+        importlib.import_module(f"qat.compress.{module}")
 
 
 def register(cls: type[Technique]) -> type[Technique]:
@@ -93,6 +102,7 @@ def register(cls: type[Technique]) -> type[Technique]:
 
 def technique_from_dict(d: dict, source: str = "compression config") -> Technique:
     """``{"name": "prune", "ratio": 0.5}`` -> the registered technique with those options; errors name the field."""
+    load_techniques()
     if not isinstance(d, dict) or "name" not in d:
         raise ConfigError(f"{source}: each technique needs a 'name' (one of {', '.join(sorted(REGISTRY))})")
     cls = REGISTRY.get(d["name"])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.errors import ConfigError
-from qat.compress.base import Technique, technique_from_dict
+from qat.compress.base import Technique, load_techniques, technique_from_dict
 
 CANDIDATE_LEVELS = ("none", "estimate", "full")
 FIELDS_DOC = "model or checkpoint, data, data_dir, out, techniques, epochs, base_epochs, lr, batch_size, seed, " \
@@ -126,18 +126,6 @@ def load_config(path: str | Path, **overrides) -> CompressConfig:
     if isinstance(data, dict):
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return CompressConfig.from_dict(data, source=f"compression config {path}")
-
-
-def load_techniques() -> None:
-    """Import every technique module so that each registers itself (the other helpers' modules too, if present)."""
-    import importlib
-
-    for module in ("structured", "bits", "pixels", "distill", "unstructured", "lowrank", "sharing"):
-        try:
-            importlib.import_module(f"qat.compress.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"qat.compress.{module}":
-                raise
 
 
 def config_from_options(config: str | None, techniques: list[dict], **fields) -> CompressConfig:
