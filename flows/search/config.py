@@ -30,6 +30,7 @@ class SearchConfig:
     epochs: int = 10  # training epochs of each trial
     batch_size: int = 128
     lr: float = 0.05
+    dropout: float = 0.2  # the MLPs' dropout in training (Brevitas' 0.2; 0 suits short schedules)
     seed: int = 0
     seeds: int = 3  # seeds each Pareto point and baseline is retrained with before it is reported
     val_fraction: float = 0.1
@@ -39,7 +40,7 @@ class SearchConfig:
     worker: bool = False  # only run trials (no baselines, no report)
 
     def __post_init__(self):
-        for name in ("target_accuracy", "lr", "val_fraction", "stop_margin"):
+        for name in ("target_accuracy", "lr", "dropout", "val_fraction", "stop_margin"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
@@ -64,6 +65,7 @@ class SearchConfig:
     def identity(self) -> dict:
         """What a study is a search of; a study is only continued by a search of the same."""
         return {"arch": self.arch, "board": self.board, "data": self.data, "epochs": self.epochs,
+                "dropout": self.dropout,
                 "target_accuracy": self.target_accuracy, "val_fraction": self.val_fraction}
 
     def to_json(self) -> str:

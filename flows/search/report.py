@@ -59,7 +59,8 @@ def evaluate_design(spec, ds, cfg: SearchConfig, cache: Cache, work: Path) -> di
 
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        key = {"spec": spec.to_dict(), "seed": seed, "epochs": cfg.epochs, "data": cfg.data, "lr": cfg.lr}
+        key = {"spec": spec.to_dict(), "seed": seed, "epochs": cfg.epochs, "data": cfg.data, "lr": cfg.lr,
+               "dropout": cfg.dropout}
 
         def make(seed=seed):
             ckpt = train(spec, ds, train_config(cfg, seed), progress=False)
@@ -71,9 +72,9 @@ def evaluate_design(spec, ds, cfg: SearchConfig, cache: Cache, work: Path) -> di
     accs = [r["test_accuracy"] for r in runs]
     first = runs[0]["checkpoint"]
     est = cache.get_or_make({"estimate": spec.to_dict(), "board": cfg.board, "seed": cfg.seed, "epochs": cfg.epochs,
-                             "data": cfg.data},
+                             "data": cfg.data, "dropout": cfg.dropout},
                             lambda: estimate_checkpoint(_load(first), work / "trained", cfg))
-    cpu = cache.get_or_make({"cpu": spec.to_dict(), "data": cfg.data, "epochs": cfg.epochs},
+    cpu = cache.get_or_make({"cpu": spec.to_dict(), "data": cfg.data, "epochs": cfg.epochs, "dropout": cfg.dropout},
                             lambda: cpu_latency(_load(first), ds))
     return {"spec": spec.to_dict(), "name": spec.name, "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
             "test_accuracy": {"mean": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
@@ -151,7 +152,8 @@ def sensitivity(space, ds_val, cfg: SearchConfig, cache: Cache) -> list[dict]:
     rows = []
     for where, change, (w, a, inb, p) in variants:
         spec = space.spec(w, a, inb, p)
-        acc = cache.get_or_make({"sens": spec.to_dict(), "seed": cfg.seed, "epochs": cfg.epochs, "data": cfg.data},
+        acc = cache.get_or_make({"sens": spec.to_dict(), "seed": cfg.seed, "epochs": cfg.epochs, "data": cfg.data,
+                                 "dropout": cfg.dropout},
                                 lambda: train(spec, ds_val, train_config(cfg, cfg.seed), progress=False)
                                 .metrics["test_accuracy"])
         est = cache.get_or_make({"sens-est": spec.to_dict(), "board": cfg.board, "data": cfg.data},

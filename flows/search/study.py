@@ -197,7 +197,7 @@ class _Stop(Exception):
 def train_config(cfg: SearchConfig, seed: int):
     from qat.train import TrainConfig
 
-    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, dropout=cfg.dropout)
 
 
 def untrained(spec, ds, cfg: SearchConfig):
