@@ -83,3 +83,21 @@ def finite(name: str, value, *, positive: bool = False, minimum: float | None = 
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be at least {minimum:g}, got {value:g}")
     return value
+
+
+def read_yaml(path, what: str):
+    """The data of the YAML/JSON file ``path`` (a ``what``: "model config", "search space", ...);
+    ConfigError naming the file when it is missing or unreadable."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None

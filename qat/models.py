@@ -196,18 +196,9 @@ def check_ranks(spec: "ModelSpec", in_features: int, num_classes: int) -> None:
 
 def load_model_config(path: str | Path) -> ModelSpec:
     """Read a model config (YAML or JSON) into a validated spec."""
-    import yaml
+    from flows.errors import read_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"model config {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"model config {path} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"model config {path} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None
-    return ModelSpec.from_dict(data, source=f"model config {path}")
+    return ModelSpec.from_dict(read_yaml(path, "model config"), source=f"model config {path}")
 
 
 def known_models() -> list[str]:

@@ -107,16 +107,9 @@ class SearchSpace:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    import yaml
+    from flows.errors import read_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"search space {path} not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"search space {path} cannot be read: {' '.join(str(exc).split())}") from None
-    return SearchSpace.from_dict(data, source=f"search space {path}")
+    return SearchSpace.from_dict(read_yaml(path, "search space"), source=f"search space {path}")
 
 
 def space_hash(space: SearchSpace) -> str:

@@ -114,15 +114,9 @@ class CompressConfig:
 
 def load_config(path: str | Path, **overrides) -> CompressConfig:
     """Read a YAML/JSON compression config; ``overrides`` (non-None) replace its fields."""
-    import yaml
+    from flows.errors import read_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"compression config {path} not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"compression config {path} cannot be read: {' '.join(str(exc).split())}") from None
+    data = read_yaml(path, "compression config")
     if isinstance(data, dict):
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return CompressConfig.from_dict(data, source=f"compression config {path}")
