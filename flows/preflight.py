@@ -57,7 +57,8 @@ def check_build(build) -> None:
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
         raise DatasetError(f"--data-dir {cfg.data_dir} is not a directory; give the folder holding the "
                            f"{cfg.data} files")
-    build.dataset  # noqa: B018 - loads (and checksums) the data now, cached for the steps
+    if not (cfg.onnx and cfg.data is None and not cfg.data_file):  # random inputs are drawn by the steps
+        build.dataset  # noqa: B018 - loads (and checksums) the data now, cached for the steps
 
 
 def _check_folding_file(build) -> None:
