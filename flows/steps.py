@@ -90,16 +90,19 @@ def step_cleanup(build, out: Path) -> dict:
 
 
 def step_convert(build, out: Path) -> dict:
-    """QONNX -> FINN (MultiThreshold activations), with the input quantiser made tie-exact."""
+    """QONNX -> FINN (MultiThreshold activations), every quantiser made exact on ties: the input one on
+    every pixel value, the hidden ones on every float32 value (QONNX's own rounding, half to even)."""
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
 
-    from flows.transforms import SetExactInputThresholds, input_quant_counts
+    from flows.transforms import (SetExactActivationThresholds, SetExactInputThresholds, activation_quantisers,
+                                  input_quant_counts)
 
     qonnx_model = build.model("cleanup")
     counts = input_quant_counts(qonnx_model, build.pixel_max)
     np.save(out / "input_counts.npy", counts)
     model = _tidy(qonnx_model.transform(ConvertQONNXtoFINN()))
     model = model.transform(SetExactInputThresholds(counts))
+    model = model.transform(SetExactActivationThresholds(activation_quantisers(qonnx_model)))
     model.save(str(out / "model.onnx"))
     return {"nodes": [n.op_type for n in model.graph.node], "input_levels": int(counts.max()) + 1}
 
@@ -118,7 +121,10 @@ def _tidy(model):
 
 
 def step_streamline(build, out: Path) -> dict:
-    """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK."""
+    """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK.
+
+    Exact ties on an integer accumulator are resolved as the model rounds (ResolveThresholdTies),
+    and a bipolar activation feeding multi-bit weights becomes 0/1 bits (ConvertBipolarToBinaryInputs)."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline import Streamline
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
@@ -127,16 +133,20 @@ def step_streamline(build, out: Path) -> dict:
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.insert_topk import InsertTopK
 
-    from flows.transforms import SetExactInputThresholds
+    from flows.transforms import (ConvertBipolarToBinaryInputs, ResolveThresholdTies, SetExactInputThresholds,
+                                  activation_quantisers)
 
+    quantisers = activation_quantisers(build.model("cleanup"))
     model = build.model("convert").transform(InsertTopK(k=1))
     conv = has_conv(model)
     # thresholds are rounded to integers before the XNOR rewrite maps t to (t + K) / 2: done after it,
     # a float32 threshold just above an integer (t = 3e-6, K = 2304) rounds to the integer itself
-    for t in (Streamline(), *(_conv_lowering() if conv else ()), RoundAndClipThresholds(),
-              ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
+    # ties are resolved while the thresholds are still the float images of the model's .5 boundaries
+    for t in (Streamline(), *(_conv_lowering() if conv else ()), ResolveThresholdTies(quantisers),
+              RoundAndClipThresholds(), ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
-              InferDataLayouts(), RemoveUnusedTensors(), Streamline()):
+              InferDataLayouts(), RemoveUnusedTensors(), Streamline(), ConvertBipolarToBinaryInputs(),
+              RoundAndClipThresholds()):
         model = model.transform(t)
     model = _tidy(model).transform(SetExactInputThresholds(np.load(build.dir("convert") / "input_counts.npy")))
     allowed = ("Reshape", "MultiThreshold", "MatMul", "XnorPopcountMatMul", "TopK") + (CONV_STREAMLINED if conv else ())
@@ -180,16 +190,16 @@ def _conv_hw() -> tuple:
 def step_hw_layers(build, out: Path) -> dict:
     """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect; with convolutions
     also ConvolutionInputGenerator and Pool)."""
-    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import \
-        InferBinaryMatrixVectorActivation
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import \
         InferQuantizedMatrixVectorActivation
     from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
     from qonnx.transformation.general import GiveUniqueNodeNames
 
+    from flows.transforms import InferBinaryMVAUWithOffset
+
     model = build.model("streamline")
-    for t in (InferBinaryMatrixVectorActivation(), InferQuantizedMatrixVectorActivation(),
+    for t in (InferBinaryMVAUWithOffset(), InferQuantizedMatrixVectorActivation(),
               InferLabelSelectLayer(), InferThresholdingLayer(), *(_conv_hw() if has_conv(model) else ()),
               GiveUniqueNodeNames()):
         model = model.transform(t)
