@@ -94,13 +94,13 @@ def step_convert(build, out: Path) -> dict:
     every pixel value, the hidden ones on every float32 value (QONNX's own rounding, half to even)."""
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
 
-    from flows.transforms import (SetExactActivationThresholds, SetExactInputThresholds, activation_quantisers,
-                                  input_quant_counts)
+    from flows.transforms import (FactorOutBipolarScale, SetExactActivationThresholds, SetExactInputThresholds,
+                                  activation_quantisers, input_quant_counts)
 
     qonnx_model = build.model("cleanup")
     counts = input_quant_counts(qonnx_model, build.pixel_max)
     np.save(out / "input_counts.npy", counts)
-    model = _tidy(qonnx_model.transform(ConvertQONNXtoFINN()))
+    model = _tidy(qonnx_model.transform(FactorOutBipolarScale()).transform(ConvertQONNXtoFINN()))
     model = model.transform(SetExactInputThresholds(counts))
     model = model.transform(SetExactActivationThresholds(activation_quantisers(qonnx_model)))
     model.save(str(out / "model.onnx"))
@@ -133,8 +133,8 @@ def step_streamline(build, out: Path) -> dict:
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.insert_topk import InsertTopK
 
-    from flows.transforms import (ConvertBipolarToBinaryInputs, ResolveThresholdTies, SetExactInputThresholds,
-                                  activation_quantisers)
+    from flows.transforms import (ConvertBipolarToBinaryInputs, MoveReshapeBeforeThresholds, ResolveThresholdTies,
+                                  SetExactInputThresholds, activation_quantisers)
 
     quantisers = activation_quantisers(build.model("cleanup"))
     model = build.model("convert").transform(InsertTopK(k=1))
@@ -142,7 +142,8 @@ def step_streamline(build, out: Path) -> dict:
     # thresholds are rounded to integers before the XNOR rewrite maps t to (t + K) / 2: done after it,
     # a float32 threshold just above an integer (t = 3e-6, K = 2304) rounds to the integer itself
     # ties are resolved while the thresholds are still the float images of the model's .5 boundaries
-    for t in (Streamline(), *(_conv_lowering() if conv else ()), ResolveThresholdTies(quantisers),
+    for t in (Streamline(), *(_conv_lowering() if conv else ()), MoveReshapeBeforeThresholds(),
+              ResolveThresholdTies(quantisers),
               RoundAndClipThresholds(), ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
               InferDataLayouts(), RemoveUnusedTensors(), Streamline(), ConvertBipolarToBinaryInputs(),
@@ -166,12 +167,15 @@ def has_conv(model) -> bool:
 
 def _conv_lowering() -> tuple:
     """FINN's CNV sequence: convolutions to Im2Col + MatMul, pools to NHWC, layout transposes
-    pushed through the thresholds so that they cancel."""
+    pushed through the thresholds so that they cancel. The second MakeMaxPoolNHWC takes a pool
+    that follows an activation (conv -> act -> maxpool -> flatten -> linear, LeNet's head): only
+    once the transpose has moved past the thresholds does it sit right before the pool."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
-    return LowerConvsToMatMul(), MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold()
+    return (LowerConvsToMatMul(), MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold(), MakeMaxPoolNHWC(),
+            absorb.AbsorbTransposeIntoMultiThreshold())
 
 
 def _conv_hw() -> tuple:

@@ -441,3 +441,70 @@ def _unpadded_im2col(node) -> bool:
         return False
     pads = getCustomOp(node).get_nodeattr("pad_amount")
     return not any(pads)
+
+
+class MoveReshapeBeforeThresholds(Transformation):
+    """Swap ``MultiThreshold -> Reshape/Flatten`` into ``Reshape/Flatten -> MultiThreshold`` where the
+    thresholds are per tensor (one row): an elementwise function commutes with a reshape.
+
+    A model that quantises its (N, C, H, W) input before flattening it for a linear layer
+    otherwise leaves the Reshape between the input Thresholding and the first matrix
+    layer, where neither FINN's HW conversion nor the dataflow partition can take it.
+    """
+
+    def apply(self, model: ModelWrapper):
+        for node in threshold_nodes(model):
+            consumers = model.find_consumers(node.output[0])
+            if len(consumers) != 1 or consumers[0].op_type not in ("Reshape", "Flatten"):
+                continue
+            if model.get_initializer(node.input[1]).shape[0] != 1:
+                continue
+            reshape = consumers[0]
+            x, y, out = node.input[0], node.output[0], reshape.output[0]
+            dtype = model.get_tensor_datatype(y)
+            reshape.input[0], reshape.output[0] = x, y  # reshape the raw tensor into y ...
+            node.input[0], node.output[0] = y, out  # ... and threshold it into the old output
+            model.set_tensor_shape(y, model.get_tensor_shape(out))
+            model.set_tensor_datatype(y, model.get_tensor_datatype(x))
+            model.set_tensor_datatype(out, dtype)
+            getCustomOp(node).set_nodeattr("data_layout", "")
+            at = list(model.graph.node).index(node)
+            model.graph.node.remove(reshape)
+            model.graph.node.insert(at, reshape)  # keep the node list topologically sorted
+            return model, True
+        return model, False
+
+
+class FactorOutBipolarScale(Transformation):
+    """``BipolarQuant(x, s)`` -> ``Mul(BipolarQuant(x, 1), s)`` for a per-tensor activation scale s != 1.
+
+    QONNX's BipolarQuant is ``where(x >= 0, 1, -1) * s``, so the rewrite is exact. FINN's
+    conversion takes only bipolar activations of scale 1; the scalar Mul it leaves
+    streamlines into the next layer's thresholds like any other scale.
+    """
+
+    def apply(self, model: ModelWrapper):
+        from onnx import helper
+
+        for node in model.graph.node:
+            if node.op_type != "BipolarQuant" or model.get_initializer(node.input[0]) is not None:
+                continue
+            scale = model.get_initializer(node.input[1])
+            if scale is None or np.asarray(scale).size != 1 or float(np.asarray(scale).reshape(())) == 1.0:
+                continue
+            out = node.output[0]
+            raw = model.make_new_valueinfo_name()
+            one = model.make_new_valueinfo_name()
+            model.set_initializer(one, np.ones_like(np.asarray(scale, dtype=np.float32)))
+            node.input[1], node.output[0] = one, raw
+            model.set_tensor_shape(raw, model.get_tensor_shape(out))
+            mul = helper.make_node("Mul", [raw, _scale_tensor(model, scale)], [out])
+            model.graph.node.insert(list(model.graph.node).index(node) + 1, mul)
+            return model, True
+        return model, False
+
+
+def _scale_tensor(model: ModelWrapper, scale) -> str:
+    name = model.make_new_valueinfo_name()
+    model.set_initializer(name, np.asarray(scale, dtype=np.float32))
+    return name
