@@ -222,8 +222,9 @@ def FuzzNet(spec: NetSpec):  # noqa: N802 (a class made on first use: torch load
 
 # --- one network through the flow ---------------------------------------------------------------
 
-def torch_outputs(net, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(predictions, last-layer integers, images with a quantiser input exactly on a .5 tie)."""
+def torch_outputs(net, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(predictions, last-layer integers, images with a hidden quantiser's input exactly on a .5 tie,
+    images with the input quantiser's input on one), read from the Brevitas module itself."""
     import torch
 
     seen = []
@@ -235,15 +236,19 @@ def torch_outputs(net, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]
     finally:
         for h in hooks:
             h.remove()
-    on_tie = np.zeros(len(images), bool)
+    hidden, inputs = np.zeros(len(images), bool), np.zeros(len(images), bool)
     for m, x in seen:
-        if int(m.act_quant.bit_width()) == 1:
+        bits = int(m.act_quant.bit_width())
+        if bits == 1:
             continue
         t = (x / m.act_quant.scale()).double().numpy().reshape(len(images), -1)
-        top = _int_max(int(m.act_quant.bit_width()))
-        on_tie |= ((t - np.floor(t) == 0.5) & (np.abs(t) < top + 0.5)).any(axis=1)
+        on = ((t - np.floor(t) == 0.5) & (np.abs(t) < _int_max(bits) + 0.5)).any(axis=1)
+        if m is net.input_quant:
+            inputs |= on
+        else:
+            hidden |= on
     scale = _scale_of(net, len(net.weights) - 1)
-    return logits.argmax(1).numpy(), (logits.numpy() / scale), int(on_tie.sum())
+    return logits.argmax(1).numpy(), (logits.numpy() / scale), int(hidden.sum()), int(inputs.sum())
 
 
 def run_one(spec: NetSpec, work: Path, dataset) -> dict:
@@ -287,7 +292,7 @@ def _compare(net, run_dir: Path, dataset, report: dict) -> dict:
     images = dataset.test.images
     outputs = np.load(run_dir / "10_verify" / "outputs.npz")
     hw_pred, hw_last = outputs["dataflow_predictions"], np.round(outputs["dataflow_last_layer"])
-    pred, last, ties = torch_outputs(net, images)
+    pred, last, tied, input_ties = torch_outputs(net, images)
     model_diff = (pred != hw_pred) & (hw_last[np.arange(len(pred)), pred] != hw_last[np.arange(len(pred)), hw_pred])
     model_diff |= np.abs(last - hw_last).max(axis=1) > 1e-6 * np.abs(hw_last).max(initial=1.0)
     fold = ModelWrapper(str(run_dir / "08_fold" / "model.onnx"))
@@ -295,13 +300,18 @@ def _compare(net, run_dir: Path, dataset, report: dict) -> dict:
     ex = Executor.load(run_dir / "executor").run(to_graph_input(fold, images).astype(np.int64))
     ex_pred = ex.reshape(len(images), -1)[:, 0] if ex.reshape(len(images), -1).shape[1] == 1 else ex.argmax(1)
     excused = sum(s.get("at_rounding_boundary", 0) for s in report["stages"].values())
-    excused_ties = sum(s.get("ties", {}).get("excused", 0) for s in report["stages"].values())
+    cases = [c for s in report["stages"].values() for c in s.get("differing_images", [])]
+    ties = report["stages"]["qonnx"].get("ties", {})
     ok = report["passed"] and not model_diff.any() and np.array_equal(ex_pred, hw_pred)
     return {"status": "passed" if ok else "failed", "verify_passed": report["passed"],
             "verify_summary": report["summary"], "model_differs": int(model_diff.sum()),
             "executor_differs": int((ex_pred != hw_pred).sum()), "images": int(len(images)),
-            "images_on_tie": ties, "excused_float": int(excused), "excused_ties": int(excused_ties),
-            "tie_report": {n: s.get("ties") for n, s in report["stages"].items() if s.get("ties")}}
+            "images_on_tie": tied, "images_on_input_tie": input_ties,
+            "qonnx_images_on_hidden_tie": ties.get("images_on_hidden_tie", 0),
+            "tie_values": ties.get("values", 0), "ties_resolved_as_hardware": ties.get("resolved_as_hardware", 0),
+            "ties_resolved_otherwise": ties.get("resolved_otherwise", 0),
+            "excused_float": int(excused),
+            "excused_ties": sum(bool(c.get("exact_ties")) and c["excused"] for c in cases)}
 
 
 def summarise(results: list[dict]) -> dict:
@@ -313,6 +323,10 @@ def summarise(results: list[dict]) -> dict:
             "with_batchnorm": sum(r["spec"]["batchnorm"] for r in results),
             "images_on_tie": sum(r["images_on_tie"] for r in built),
             "networks_with_ties": sum(r["images_on_tie"] > 0 for r in built),
+            "images_on_input_tie": sum(r["images_on_input_tie"] for r in built),
+            "tie_values": sum(r["tie_values"] for r in built),
+            "ties_resolved_as_hardware": sum(r["ties_resolved_as_hardware"] for r in built),
+            "ties_resolved_otherwise": sum(r["ties_resolved_otherwise"] for r in built),
             "excused_float": sum(r["excused_float"] for r in built),
             "excused_ties": sum(r["excused_ties"] for r in built),
             "model_differs": sum(r["model_differs"] for r in built),
@@ -321,7 +335,8 @@ def summarise(results: list[dict]) -> dict:
 
 def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict:
     summary = summarise(results)
-    meta = {"kind": "simulated", "command": " ".join(["python", "bench/fuzz.py", *sys.argv[1:]]),
+    meta = {"kind": "simulated", "command": args.command or " ".join(["python", "bench/fuzz.py", *sys.argv[1:]]),
+            "commit": _commit(),
             "dataset": "digits (bundled 8x8, 450 test images per network)", "host": platform.node(),
             "threads": 1, "seconds": round(seconds, 1), "summary": summary, "networks": results}
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -329,11 +344,16 @@ def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict
     lines = [f"# Fuzz: {summary['networks']} random quantised networks through verify",
              "", f"Command: `{meta['command']}` ({meta['seconds']:.0f} s, 1 thread; simulated: FINN's Python "
              "execution, the numpy executor and the Brevitas model on the digits test split, 450 images each).",
-             "", "| networks | MLP | CNN | with BN | passed | failed | crashed | refused | images on an exact tie "
-             "| excused (float noise) | exact ties excused | model differs | executor differs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-             "| {networks} | {mlp} | {cnn} | {with_batchnorm} | {passed} | {failed} | {crashed} | {refused} | "
-             "{images_on_tie} ({networks_with_ties} networks) | {excused_float} | {excused_ties} | {model_differs} | "
+             "", "| networks | MLP | CNN | with BN | passed | failed | crashed | refused |",
+             "|---|---|---|---|---|---|---|---|",
+             "| {networks} | {mlp} | {cnn} | {with_batchnorm} | {passed} | {failed} | {crashed} | {refused} |"
+             .format(**summary), "",
+             "| images with a hidden value on an exact .5 tie (model) | networks with such images | tied values "
+             "(QONNX) | resolved as the hardware | resolved otherwise | images with an input tie | excused: float "
+             "noise | excused: exact ties | model differs | executor differs |",
+             "|---|---|---|---|---|---|---|---|---|---|",
+             "| {images_on_tie} | {networks_with_ties} | {tie_values} | {ties_resolved_as_hardware} | "
+             "{ties_resolved_otherwise} | {images_on_input_tie} | {excused_float} | {excused_ties} | {model_differs} | "
              "{executor_differs} |".format(**summary), ""]
     bad = [r for r in results if r["status"] != "passed"]
     if bad:
@@ -344,6 +364,22 @@ def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict
     return summary
 
 
+def _commit() -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent)
+    return done.stdout.strip() or "unknown"
+
+
+def merge(parts: list[Path], stem: Path, command: str) -> dict:
+    """One summary from several runs' JSON files (seed ranges run in parallel)."""
+    runs = [json.loads(p.read_text()) for p in parts]
+    results = [r for run in runs for r in run["networks"]]
+    args = argparse.Namespace(command=command)
+    return write_results(results, args, stem, max(run["seconds"] for run in runs))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="networks")
@@ -351,7 +387,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/fuzz"), help="scratch build folders")
     parser.add_argument("--results", type=Path, default=None, help="write STEM.json and STEM.md")
     parser.add_argument("--keep", action="store_true", help="keep each network's build folder")
+    parser.add_argument("--merge", type=Path, nargs="+", help="merge these result JSONs into --results, run nothing")
+    parser.add_argument("--command", default=None, help="the command line to record (with --merge)")
     args = parser.parse_args(argv)
+    if args.merge:
+        print(json.dumps(merge(args.merge, args.results, args.command or "")))
+        return 0
     import torch
 
     from qat.data import load_dataset
@@ -363,7 +404,8 @@ def main(argv=None) -> int:
     for seed in range(args.seed, args.seed + args.n):
         r = run_one(random_spec(seed), args.out, dataset)
         results.append(r)
-        print(f"{r['name']}: {r['status']} ({r['seconds']} s, ties {r.get('images_on_tie', '-')}) "
+        print(f"{r['name']}: {r['status']} ({r['seconds']} s, images on a hidden tie {r.get('images_on_tie', '-')}, "
+              f"tied values {r.get('tie_values', '-')}, resolved otherwise {r.get('ties_resolved_otherwise', '-')}) "
               f"{r.get('error', '')[:160]}", flush=True)
         if not args.keep and r["status"] == "passed":
             shutil.rmtree(args.out / r["name"], ignore_errors=True)
