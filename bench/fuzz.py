@@ -262,6 +262,7 @@ def run_one(spec: NetSpec, work: Path, dataset) -> dict:
     start = time.perf_counter()
     try:
         net = build_module(spec, dataset.train.images[:256])
+        work.mkdir(parents=True, exist_ok=True)
         onnx_path = work / f"{spec.name}.onnx"
         export_qonnx(net, IMAGE, onnx_path)
         run_dir = work / spec.name
@@ -301,6 +302,14 @@ def _compare(net, run_dir: Path, dataset, report: dict) -> dict:
     ex_pred = ex.reshape(len(images), -1)[:, 0] if ex.reshape(len(images), -1).shape[1] == 1 else ex.argmax(1)
     excused = sum(s.get("at_rounding_boundary", 0) for s in report["stages"].values())
     cases = [c for s in report["stages"].values() for c in s.get("differing_images", [])]
+    # the module computes in float32 as QONNX does: where verify excused QONNX's image as float noise at a
+    # boundary (never an exact tie), the module may differ on it too; anywhere else a difference fails
+    noise = {c["image"] for c in report["stages"]["qonnx"].get("differing_images", [])
+             if c["excused"] and not c.get("exact_ties")}
+    model_excused = np.zeros(len(images), bool)
+    model_excused[sorted(noise)] = True
+    model_excused &= model_diff
+    model_diff &= ~model_excused
     ties = report["stages"]["qonnx"].get("ties", {})
     ok = report["passed"] and not model_diff.any() and np.array_equal(ex_pred, hw_pred)
     return {"status": "passed" if ok else "failed", "verify_passed": report["passed"],
@@ -310,7 +319,7 @@ def _compare(net, run_dir: Path, dataset, report: dict) -> dict:
             "qonnx_images_on_hidden_tie": ties.get("images_on_hidden_tie", 0),
             "tie_values": ties.get("values", 0), "ties_resolved_as_hardware": ties.get("resolved_as_hardware", 0),
             "ties_resolved_otherwise": ties.get("resolved_otherwise", 0),
-            "excused_float": int(excused),
+            "excused_float": int(excused), "model_excused_float": int(model_excused.sum()),
             "excused_ties": sum(bool(c.get("exact_ties")) and c["excused"] for c in cases)}
 
 
@@ -328,6 +337,7 @@ def summarise(results: list[dict]) -> dict:
             "ties_resolved_as_hardware": sum(r["ties_resolved_as_hardware"] for r in built),
             "ties_resolved_otherwise": sum(r["ties_resolved_otherwise"] for r in built),
             "excused_float": sum(r["excused_float"] for r in built),
+            "model_excused_float": sum(r["model_excused_float"] for r in built),
             "excused_ties": sum(r["excused_ties"] for r in built),
             "model_differs": sum(r["model_differs"] for r in built),
             "executor_differs": sum(r["executor_differs"] for r in built)}
@@ -350,10 +360,10 @@ def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict
              .format(**summary), "",
              "| images with a hidden value on an exact .5 tie (model) | networks with such images | tied values "
              "(QONNX) | resolved as the hardware | resolved otherwise | images with an input tie | excused: float "
-             "noise | excused: exact ties | model differs | executor differs |",
+             "noise (verify; Brevitas) | excused: exact ties | model differs | executor differs |",
              "|---|---|---|---|---|---|---|---|---|---|",
              "| {images_on_tie} | {networks_with_ties} | {tie_values} | {ties_resolved_as_hardware} | "
-             "{ties_resolved_otherwise} | {images_on_input_tie} | {excused_float} | {excused_ties} | {model_differs} | "
+             "{ties_resolved_otherwise} | {images_on_input_tie} | {excused_float}; {model_excused_float} | {excused_ties} | {model_differs} | "
              "{executor_differs} |".format(**summary), ""]
     bad = [r for r in results if r["status"] != "passed"]
     if bad:
