@@ -123,8 +123,7 @@ def _tidy(model):
 def step_streamline(build, out: Path) -> dict:
     """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK.
 
-    Exact ties on an integer accumulator are resolved as the model rounds (ResolveThresholdTies),
-    and a bipolar activation feeding multi-bit weights becomes 0/1 bits (ConvertBipolarToBinaryInputs)."""
+    Exact ties on an integer accumulator are resolved as the model rounds (ResolveThresholdTies)."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline import Streamline
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
@@ -133,8 +132,8 @@ def step_streamline(build, out: Path) -> dict:
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.insert_topk import InsertTopK
 
-    from flows.transforms import (ConvertBipolarToBinaryInputs, MoveReshapeBeforeThresholds, ResolveThresholdTies,
-                                  SetExactInputThresholds, activation_quantisers)
+    from flows.transforms import (MoveReshapeBeforeThresholds, ResolveThresholdTies, SetExactInputThresholds,
+                                  activation_quantisers)
 
     quantisers = activation_quantisers(build.model("cleanup"))
     model = build.model("convert").transform(InsertTopK(k=1))
@@ -146,8 +145,7 @@ def step_streamline(build, out: Path) -> dict:
               ResolveThresholdTies(quantisers),
               RoundAndClipThresholds(), ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
-              InferDataLayouts(), RemoveUnusedTensors(), Streamline(), ConvertBipolarToBinaryInputs(),
-              RoundAndClipThresholds()):
+              InferDataLayouts(), RemoveUnusedTensors(), Streamline()):
         model = model.transform(t)
     model = _tidy(model).transform(SetExactInputThresholds(np.load(build.dir("convert") / "input_counts.npy")))
     allowed = ("Reshape", "MultiThreshold", "MatMul", "XnorPopcountMatMul", "TopK") + (CONV_STREAMLINED if conv else ())
@@ -197,14 +195,13 @@ def step_hw_layers(build, out: Path) -> dict:
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import \
         InferQuantizedMatrixVectorActivation
-    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
     from qonnx.transformation.general import GiveUniqueNodeNames
 
-    from flows.transforms import InferBinaryMVAUWithOffset
+    from flows.transforms import InferBinaryMVAUWithOffset, InferBipolarThresholdingLayer
 
     model = build.model("streamline")
     for t in (InferBinaryMVAUWithOffset(), InferQuantizedMatrixVectorActivation(),
-              InferLabelSelectLayer(), InferThresholdingLayer(), *(_conv_hw() if has_conv(model) else ()),
+              InferLabelSelectLayer(), InferBipolarThresholdingLayer(), *(_conv_hw() if has_conv(model) else ()),
               GiveUniqueNodeNames()):
         model = model.transform(t)
     # a leading Reshape (MLPs) or NCHW->NHWC Transpose (CNNs) stays on the host

@@ -370,77 +370,30 @@ class InferBinaryMVAUWithOffset(Transformation):
         return model, False
 
 
-LAYOUT_OPS = ("Reshape", "Flatten", "Transpose", "MaxPoolNHWC")  # move values, do not combine them
+class InferBipolarThresholdingLayer(Transformation):
+    """FINN's InferThresholdingLayer, also for a bipolar activation (out_scale 2, out_bias -1).
 
-
-class ConvertBipolarToBinaryInputs(Transformation):
-    """Feed a multi-bit-weight matrix layer from a bipolar activation as 0/1 bits, as FINN's XNOR
-    layers are fed.
-
-    A bipolar MultiThreshold (out_scale 2, out_bias -1: b in {-1, +1}) in front of a MatMul
-    whose weights are not bipolar has no FINN HW layer (a standalone Thresholding needs
-    out_scale 1). With b = 2u - 1 for u in {0, 1}: acc = W^T b = 2 W^T u - colsum(W), so
-    ``acc >= t`` is ``W^T u >= (t + colsum) / 2`` exactly. This rewrite makes the
-    MultiThreshold emit u (BINARY) and moves the thresholds of the MultiThreshold after
-    the MatMul accordingly; run RoundAndClipThresholds after it. Layout ops and max pools
-    in between commute with the monotone map; a convolution's Im2Col only without padding
-    (it pads with 0, which is -1 before and 0 after). A bipolar activation feeding the last
-    layer (no thresholds after it) is left as is.
+    FINN maps a bipolar activation into the MVAU that computes it (XNOR layers) but a standalone
+    bipolar MultiThreshold, such as a 1-bit input quantiser in front of multi-bit weights, fails
+    with ``MultiThreshold out_scale must be 1 for HLS conversion``. FINN's Thresholding layer has
+    a BIPOLAR output (it emits bits, 2 * bit - 1 in value) and its MVAU takes BIPOLAR inputs with
+    integer weights (``Recast<Binary>``), as its MVAU conversion does for bipolar outputs: so the
+    node is converted with out_scale 1, out_bias 0 and a BIPOLAR output, the same function.
+    Run it after the MVAU conversions, in place of InferThresholdingLayer.
     """
 
     def apply(self, model: ModelWrapper):
+        from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
         from qonnx.core.datatype import DataType
 
         for node in threshold_nodes(model):
             inst = getCustomOp(node)
-            if (inst.get_nodeattr("out_scale"), inst.get_nodeattr("out_bias")) != (2.0, -1.0):
-                continue
-            found = _matmul_after(model, node.output[0])
-            if found is None:
-                continue
-            matmul, thresholding = found
-            weights = model.get_initializer(matmul.input[1])  # (K, N) integer
-            t = model.get_initializer(thresholding.input[1]).astype(np.float64)  # (N or 1, steps)
-            colsum = weights.astype(np.float64).sum(axis=0)[:, None]
-            model.set_initializer(thresholding.input[1], ((np.broadcast_to(t, (len(colsum), t.shape[1])) + colsum) / 2)
-                                  .astype(np.float32))
-            inst.set_nodeattr("out_scale", 1.0)
-            inst.set_nodeattr("out_bias", 0.0)
-            inst.set_nodeattr("out_dtype", "BINARY")
-            tensor = node.output[0]
-            while True:  # the binary values travel unchanged to the MatMul
-                model.set_tensor_datatype(tensor, DataType["BINARY"])
-                if tensor == matmul.input[0]:
-                    break
-                tensor = model.find_consumer(tensor).output[0]
-            return model, True
-        return model, False
-
-
-def _matmul_after(model: ModelWrapper, tensor: str):
-    """(MatMul, MultiThreshold) when ``tensor`` reaches a MatMul with non-bipolar static weights through
-    layout ops only and the MatMul's only consumer is a MultiThreshold; else None."""
-    from qonnx.core.datatype import DataType
-
-    consumers = model.find_consumers(tensor)
-    while len(consumers) == 1 and (consumers[0].op_type in LAYOUT_OPS or _unpadded_im2col(consumers[0])):
-        consumers = model.find_consumers(consumers[0].output[0])
-    if len(consumers) != 1 or consumers[0].op_type != "MatMul":
-        return None
-    matmul = consumers[0]
-    if model.get_initializer(matmul.input[1]) is None or model.get_tensor_datatype(matmul.input[1]) == DataType["BIPOLAR"]:
-        return None
-    after = model.find_consumers(matmul.output[0])
-    if len(after) != 1 or after[0].op_type != "MultiThreshold":
-        return None
-    return matmul, after[0]
-
-
-def _unpadded_im2col(node) -> bool:
-    if node.op_type != "Im2Col":
-        return False
-    pads = getCustomOp(node).get_nodeattr("pad_amount")
-    return not any(pads)
+            if (inst.get_nodeattr("out_scale"), inst.get_nodeattr("out_bias")) == (2.0, -1.0):
+                if model.get_tensor_datatype(node.output[0]) != DataType["BIPOLAR"]:
+                    raise ValueError(f"{node.name}: out_scale 2, out_bias -1 but its output is not BIPOLAR")
+                inst.set_nodeattr("out_scale", 1.0)
+                inst.set_nodeattr("out_bias", 0.0)
+        return model.transform(InferThresholdingLayer()), False
 
 
 class MoveReshapeBeforeThresholds(Transformation):
