@@ -45,7 +45,7 @@ class Decisions:
 
     def compact(self) -> "Decisions":
         """Levels as int16 (they are < 2^15), margins as float32: what is kept per image."""
-        return Decisions([c.astype(np.int32) for c in self.counts],
+        return Decisions([c.astype(np.int16) for c in self.counts],
                          None if self.margins is None else [m.astype(np.float32) for m in self.margins], self.names)
 
     def rows(self, index: np.ndarray) -> "Decisions":
