@@ -346,7 +346,7 @@ def summarise(results: list[dict]) -> dict:
 def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict:
     summary = summarise(results)
     meta = {"kind": "simulated", "command": args.command or " ".join(["python", "bench/fuzz.py", *sys.argv[1:]]),
-            "commit": _commit(),
+            "commit": getattr(args, "commit", None) or _commit(),
             "dataset": "digits (bundled 8x8, 450 test images per network)", "host": platform.node(),
             "threads": 1, "seconds": round(seconds, 1), "summary": summary, "networks": results}
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -365,6 +365,11 @@ def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict
              "| {images_on_tie} | {networks_with_ties} | {tie_values} | {ties_resolved_as_hardware} | "
              "{ties_resolved_otherwise} | {images_on_input_tie} | {excused_float}; {model_excused_float} | {excused_ties} | {model_differs} | "
              "{executor_differs} |".format(**summary), ""]
+    rerun = [r for r in results if r.get("replaces")]
+    if rerun:
+        lines += [f"Rerun after a fix (commit {rerun[0]['commit']}; the rest at {meta['commit']}): " + ", ".join(
+            f"{r['name']} ({r['replaces']['status']} at {r['replaces']['commit']}: {(r['replaces']['error'] or '')[:90]}"
+            f" -> {r['status']})" for r in rerun), ""]
     bad = [r for r in results if r["status"] != "passed"]
     if bad:
         lines += ["| network | status | what |", "|---|---|---|"]
@@ -383,17 +388,25 @@ def _commit() -> str:
 
 
 def merge(parts: list[Path], stem: Path, command: str) -> dict:
-    """One summary from several runs' JSON files (seed ranges run in parallel)."""
-    runs = [json.loads(p.read_text()) for p in parts]
-    results = [r for run in runs for r in run["networks"]]
-    args = argparse.Namespace(command=command)
-    return write_results(results, args, stem, max(run["seconds"] for run in runs))
+    """One summary from several runs' JSON files (seed ranges run in parallel). A network in a later
+    file replaces the same network of an earlier one (a rerun after a fix); each keeps its commit."""
+    by_name = {}
+    for path in parts:
+        run = json.loads(path.read_text())
+        for r in run["networks"]:
+            if r["name"] in by_name:
+                r["replaces"] = {k: by_name[r["name"]].get(k) for k in ("status", "error", "commit")}
+            by_name[r["name"]] = {**r, "commit": r.get("commit", run.get("commit"))}
+    results = sorted(by_name.values(), key=lambda r: r["spec"]["seed"])
+    args = argparse.Namespace(command=command, commit=json.loads(parts[0].read_text()).get("commit"))
+    return write_results(results, args, stem, sum(json.loads(p.read_text())["seconds"] for p in parts))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="networks")
     parser.add_argument("--seed", type=int, default=0, help="first network seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="exactly these seeds (instead of --n/--seed)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/fuzz"), help="scratch build folders")
     parser.add_argument("--results", type=Path, default=None, help="write STEM.json and STEM.md")
     parser.add_argument("--keep", action="store_true", help="keep each network's build folder")
@@ -411,7 +424,7 @@ def main(argv=None) -> int:
     dataset = load_dataset("digits")
     args.out.mkdir(parents=True, exist_ok=True)
     results, start = [], time.perf_counter()
-    for seed in range(args.seed, args.seed + args.n):
+    for seed in args.seeds or range(args.seed, args.seed + args.n):
         r = run_one(random_spec(seed), args.out, dataset)
         results.append(r)
         print(f"{r['name']}: {r['status']} ({r['seconds']} s, images on a hidden tie {r.get('images_on_tie', '-')}, "

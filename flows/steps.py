@@ -132,8 +132,8 @@ def step_streamline(build, out: Path) -> dict:
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.insert_topk import InsertTopK
 
-    from flows.transforms import (MoveReshapeBeforeThresholds, ResolveThresholdTies, SetExactInputThresholds,
-                                  activation_quantisers)
+    from flows.transforms import (MoveChannelwiseAffinePastMaxPool, MoveReshapeBeforeThresholds,
+                                  ResolveThresholdTies, SetExactInputThresholds, activation_quantisers)
 
     quantisers = activation_quantisers(build.model("cleanup"))
     model = build.model("convert").transform(InsertTopK(k=1))
@@ -141,7 +141,8 @@ def step_streamline(build, out: Path) -> dict:
     # thresholds are rounded to integers before the XNOR rewrite maps t to (t + K) / 2: done after it,
     # a float32 threshold just above an integer (t = 3e-6, K = 2304) rounds to the integer itself
     # ties are resolved while the thresholds are still the float images of the model's .5 boundaries
-    for t in (Streamline(), *(_conv_lowering() if conv else ()), MoveReshapeBeforeThresholds(),
+    for t in (Streamline(), *((MoveChannelwiseAffinePastMaxPool(), Streamline(), *_conv_lowering()) if conv else ()),
+              MoveReshapeBeforeThresholds(),
               ResolveThresholdTies(quantisers),
               RoundAndClipThresholds(), ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),

@@ -461,3 +461,36 @@ def _scale_tensor(model: ModelWrapper, scale) -> str:
     name = model.make_new_valueinfo_name()
     model.set_initializer(name, np.asarray(scale, dtype=np.float32))
     return name
+
+
+class MoveChannelwiseAffinePastMaxPool(Transformation):
+    """``Mul(c)``/``Add(b)`` (per channel or scalar, constant) in front of a MaxPool move past it.
+
+    max(x + b) = max(x) + b, and max(c * x) = c * max(x) for c > 0, per channel. A BatchNorm
+    between a convolution and a max pool (conv -> BN -> maxpool -> act) leaves such a Mul and
+    Add in front of the pool, where FINN's streamlining (which moves only scalar scales past
+    a pool) cannot absorb them into the thresholds after it. A negative scale does not commute
+    with max: it is left, and the step names the node.
+    """
+
+    def apply(self, model: ModelWrapper):
+        for pool in model.graph.node:
+            if pool.op_type != "MaxPool":
+                continue
+            op = model.find_producer(pool.input[0])
+            if op is None or op.op_type not in ("Mul", "Add") or len(model.find_consumers(op.output[0])) != 1:
+                continue
+            const = model.get_initializer(op.input[1])
+            channels = model.get_tensor_shape(pool.input[0])[1]
+            if const is None or not (const.size == 1 or (1,) * (4 - const.ndim) + const.shape == (1, channels, 1, 1)):
+                continue  # only a scalar or a per-channel (NCHW) constant commutes with the pool
+            if op.op_type == "Mul" and not (const > 0).all():
+                continue
+            x, y, z = op.input[0], op.output[0], pool.output[0]
+            pool.input[0], pool.output[0] = x, y
+            op.input[0], op.output[0] = y, z
+            model.set_tensor_shape(y, model.get_tensor_shape(z))
+            model.graph.node.remove(op)
+            model.graph.node.insert(list(model.graph.node).index(pool) + 1, op)
+            return model, True
+        return model, False

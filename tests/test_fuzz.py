@@ -21,6 +21,8 @@ TARGETED = {
     "binary-input-multibit-weights": NetSpec(9002, "mlp", (17,), (2, 3), (3,), in_bits=1, batchnorm=False),
     "bipolar-hidden-into-3bit-weights": NetSpec(9003, "mlp", (10, 7), (4, 3, 2), (1, 2), in_bits=4, batchnorm=True),
     "bipolar-hidden-into-last-layer": NetSpec(9006, "mlp", (10,), (3, 4), (1,), in_bits=4, batchnorm=True),
+    "batchnorm-before-maxpool": NetSpec(9007, "cnn", (4,), (3, 2), (3,), in_bits=4, batchnorm=True, convs=1,
+                                        act_before_pool=False),
     "lenet-head-maxpool-flatten-linear": NetSpec(9004, "cnn", (4,), (3, 2), (2,), in_bits=4, batchnorm=False, convs=1),
 }
 
