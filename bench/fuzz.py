@@ -390,16 +390,19 @@ def _commit() -> str:
 def merge(parts: list[Path], stem: Path, command: str) -> dict:
     """One summary from several runs' JSON files (seed ranges run in parallel). A network in a later
     file replaces the same network of an earlier one (a rerun after a fix); each keeps its commit."""
-    by_name = {}
-    for path in parts:
-        run = json.loads(path.read_text())
+    by_name, commits, seconds = {}, [], 0.0
+    for part in parts:
+        path, _, commit = str(part).partition("@")  # PATH@COMMIT: the commit the run's code was at
+        run = json.loads(Path(path).read_text())
+        commits.append(commit or run.get("commit"))
+        seconds += run["seconds"]
         for r in run["networks"]:
+            r = {**r, "commit": commits[-1]}
             if r["name"] in by_name:
                 r["replaces"] = {k: by_name[r["name"]].get(k) for k in ("status", "error", "commit")}
-            by_name[r["name"]] = {**r, "commit": r.get("commit", run.get("commit"))}
+            by_name[r["name"]] = r
     results = sorted(by_name.values(), key=lambda r: r["spec"]["seed"])
-    args = argparse.Namespace(command=command, commit=json.loads(parts[0].read_text()).get("commit"))
-    return write_results(results, args, stem, sum(json.loads(p.read_text())["seconds"] for p in parts))
+    return write_results(results, argparse.Namespace(command=command, commit=commits[0]), stem, seconds)
 
 
 def main(argv=None) -> int:
@@ -410,7 +413,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/fuzz"), help="scratch build folders")
     parser.add_argument("--results", type=Path, default=None, help="write STEM.json and STEM.md")
     parser.add_argument("--keep", action="store_true", help="keep each network's build folder")
-    parser.add_argument("--merge", type=Path, nargs="+", help="merge these result JSONs into --results, run nothing")
+    parser.add_argument("--merge", nargs="+", help="merge these result JSONs (PATH or PATH@COMMIT) into --results")
     parser.add_argument("--command", default=None, help="the command line to record (with --merge)")
     args = parser.parse_args(argv)
     if args.merge:
