@@ -213,7 +213,12 @@ def round_margins(t: np.ndarray, lowest: float, highest: float) -> np.ndarray:
 
 
 def _threshold_margins(x: np.ndarray, thresholds: np.ndarray, layout: str) -> np.ndarray:
-    """Distance of each input from its channel's nearest threshold, in threshold steps."""
+    """Distance of each input from its channel's nearest threshold, in threshold steps.
+
+    The flow's hidden thresholds are the first float32 values QONNX's ``Quant`` lifts to the next
+    level (SetExactActivationThresholds), so the rounding boundary lies between a threshold and
+    the float below it: a value equal to a threshold is within that half ulp of the boundary, not
+    on a .5 tie (the ``Quant`` stages say where the ties are). Its margin is that half ulp."""
     axis = layout.index("C") if thresholds.shape[0] > 1 else x.ndim - 1
     moved = np.moveaxis(x.astype(np.float64), axis, -1)
     out = np.empty_like(moved)
@@ -223,6 +228,9 @@ def _threshold_margins(x: np.ndarray, thresholds: np.ndarray, layout: str) -> np
         step = float(np.diff(row).mean()) if len(row) > 1 else 1.0  # a bipolar quantiser's scale is 1
         values = moved[..., c]
         nearest = np.abs(values[..., None] - row).min(axis=-1) if len(row) <= 16 else _nearest(values, row)
+        if len(row) > 1:
+            half_ulp = np.spacing(np.abs(values).astype(np.float32)).astype(np.float64) / 2
+            nearest = np.where(nearest == 0, half_ulp, nearest)
         out[..., c] = nearest / step
     return np.moveaxis(out, -1, axis)
 
