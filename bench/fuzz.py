@@ -352,8 +352,11 @@ def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
     lines = [f"# Fuzz: {summary['networks']} random quantised networks through verify",
-             "", f"Command: `{meta['command']}` ({meta['seconds']:.0f} s, 1 thread; simulated: FINN's Python "
-             "execution, the numpy executor and the Brevitas model on the digits test split, 450 images each).",
+             "", f"Command: `{meta['command']}` (commit {meta['commit']}; {meta['seconds']:.0f} s of wall time summed "
+             "over the runs, 1 thread each, on 2 shared cores; simulated: FINN's Python execution, the numpy "
+             "executor and the Brevitas model on the bundled digits test split, 8x8, 450 images per network).",
+             "", "Excused images are float noise only: a value within 1e-3 of a step of a rounding boundary and "
+             "never on it (BatchNorm networks); an exact .5 tie is never excused.",
              "", "| networks | MLP | CNN | with BN | passed | failed | crashed | refused |",
              "|---|---|---|---|---|---|---|---|",
              "| {networks} | {mlp} | {cnn} | {with_batchnorm} | {passed} | {failed} | {crashed} | {refused} |"
