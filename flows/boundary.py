@@ -9,9 +9,13 @@ units apart in the last layer. The integer stages have no such freedom.
 
 So the verifier excuses a float stage's image only when, at the first layer where
 that stage's levels differ from the integer hardware's, every differing level came
-from a value within ``BOUNDARY`` of a step from the boundary it crossed. A differing
-input quantiser is never excused: its inputs are integer pixels and the flow makes
-its thresholds exact (``SetExactInputThresholds``).
+from a value within ``BOUNDARY`` of a step from the boundary it crossed, and none
+sat exactly on it: a value exactly on a .5 tie (distance 0) is a case the model and
+the hardware must resolve alike (the flow's thresholds round ties half to even, as
+the model does), never float noise. A differing input quantiser is never excused:
+its inputs are integer pixels and the flow makes its thresholds exact
+(``SetExactInputThresholds``). An integer stage is never excused; its explanation
+names the first layer whose emitted values differ from the hardware's.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class Decisions:
 
     counts: list[np.ndarray]
     margins: list[np.ndarray] | None = None
+    names: list[str] | None = None  # the quantiser nodes, for blame
 
     @property
     def nbytes(self) -> int:
@@ -41,47 +46,92 @@ class Decisions:
     def compact(self) -> "Decisions":
         """Levels as int16 (they are < 2^15), margins as float32: what is kept per image."""
         return Decisions([c.astype(np.int16) for c in self.counts],
-                         None if self.margins is None else [m.astype(np.float32) for m in self.margins])
+                         None if self.margins is None else [m.astype(np.float32) for m in self.margins], self.names)
+
+    def rows(self, index: np.ndarray) -> "Decisions":
+        return Decisions([c[index] for c in self.counts],
+                         None if self.margins is None else [m[index] for m in self.margins], self.names)
 
     @staticmethod
     def stack(parts: list["Decisions"]) -> "Decisions":
         margins = None if parts[0].margins is None else [np.concatenate(m) for m in zip(*(p.margins for p in parts))]
-        return Decisions([np.concatenate(c) for c in zip(*(p.counts for p in parts))], margins)
+        return Decisions([np.concatenate(c) for c in zip(*(p.counts for p in parts))], margins, parts[0].names)
 
 
 def explain(stage: Decisions, hardware: Decisions) -> list[dict]:
     """Per image: is its difference from the hardware a float rounding at a boundary?"""
-    if len(stage.counts) != len(hardware.counts) or stage.margins is None:
-        reason = "an integer stage" if stage.margins is None else "layers do not line up"
-        return [{"excused": False, "reason": reason}] * len(stage.counts[0])
+    if len(stage.counts) != len(hardware.counts):
+        return [{"excused": False, "reason": "layers do not line up"}] * len(stage.counts[0])
     return [_explain_image(stage, hardware, i) for i in range(len(stage.counts[0]))]
 
 
 def _explain_image(stage: Decisions, hardware: Decisions, i: int) -> dict:
-    for layer, (ours, theirs, margin) in enumerate(zip(stage.counts, hardware.counts, stage.margins)):
+    for layer, (ours, theirs) in enumerate(zip(stage.counts, hardware.counts)):
         flipped = np.nonzero(ours[i] != theirs[i])[0]
         if len(flipped) == 0:
             continue
-        worst = float(margin[i, flipped].max())
-        return {"excused": layer > 0 and worst < BOUNDARY, "layer": layer, "levels_differing": len(flipped),
-                "largest_margin_steps": worst,
-                "reason": "input quantiser" if layer == 0 else ("at a rounding boundary" if worst < BOUNDARY
-                                                                 else "far from any rounding boundary")}
+        where = {"layer": layer, "levels_differing": len(flipped)}
+        if hardware.names:
+            where["hardware_node"] = hardware.names[layer]
+        if stage.margins is None:
+            return {"excused": False, **where, "reason": f"an integer stage: its values differ from the hardware's "
+                                                        f"from layer {layer}" + _node(hardware, layer)}
+        margin = stage.margins[layer][i, flipped]
+        worst = float(margin.max())
+        if layer == 0:
+            reason = "input quantiser"
+        elif (margin == 0).any():
+            reason = "an exact tie (distance 0) resolved differently from the hardware"
+        elif worst < BOUNDARY:
+            reason = "at a rounding boundary"
+        else:
+            reason = "far from any rounding boundary" + _node(hardware, layer)
+        return {"excused": reason == "at a rounding boundary", **where, "largest_margin_steps": worst,
+                "exact_ties": int((margin == 0).sum()), "reason": reason}
     return {"excused": False, "reason": "every activation level agrees; the difference is in the last layer"}
+
+
+def _node(hardware: Decisions, layer: int) -> str:
+    return f" (hardware node {hardware.names[layer]})" if hardware.names else ""
+
+
+def tie_rows(stage: Decisions) -> tuple[np.ndarray, np.ndarray]:
+    """(a hidden quantiser's input sits exactly on a boundary, the input quantiser's does) per image."""
+    n = len(stage.counts[0])
+    hidden, inputs = np.zeros(n, bool), np.zeros(n, bool)
+    for layer, margin in enumerate(stage.margins or []):
+        on = (margin == 0).any(axis=1)
+        if layer == 0:
+            inputs |= on
+        else:
+            hidden |= on
+    return hidden, inputs
+
+
+def tie_resolutions(stage: Decisions, hardware: Decisions) -> dict:
+    """Over the hidden values sitting exactly on a tie: how many the hardware resolved to the stage's level."""
+    values = same = 0
+    for layer in range(1, min(len(stage.counts), len(hardware.counts))):
+        on = stage.margins[layer] == 0
+        values += int(on.sum())
+        same += int((on & (stage.counts[layer] == hardware.counts[layer])).sum())
+    return {"values": values, "resolved_as_hardware": same, "resolved_otherwise": values - same}
 
 
 # --- decisions of a QONNX/FINN graph ------------------------------------------------------------
 
-def graph_decisions(model, images: np.ndarray, float_stage: bool) -> Decisions:
+def graph_decisions(model, images: np.ndarray, float_stage: bool, values: bool = False) -> Decisions:
     """Execute ``model`` on ``images`` and read every activation quantiser's levels (and margins)."""
     from flows.execute import full_context
 
     batched, ctx = full_context(model, images)
-    return context_decisions(batched, ctx, np.arange(len(images)), float_stage)
+    return context_decisions(batched, ctx, np.arange(len(images)), float_stage, values)
 
 
-def context_decisions(batched, ctx: dict, rows: np.ndarray, float_stage: bool) -> Decisions:
-    """The decisions of images ``rows`` of an executed batched graph (``ctx``: all its tensors)."""
+def context_decisions(batched, ctx: dict, rows: np.ndarray, float_stage: bool, values: bool = False) -> Decisions:
+    """The decisions of images ``rows`` of an executed batched graph (``ctx``: all its tensors).
+    ``values``: multi-bit activations as the integers they emit (integer stages: an offset error shows
+    where it starts) rather than the number of thresholds passed."""
     nodes = [node for node in batched.graph.node if _is_activation(batched, node)]
 
     def per_image(node, read):
@@ -89,10 +139,19 @@ def context_decisions(batched, ctx: dict, rows: np.ndarray, float_stage: bool) -
         rows_only = {**ctx, node.input[0]: ctx[node.input[0]][rows], node.output[0]: ctx[node.output[0]][rows]}
         return _nchw(batched, node.output[0], read(batched, node, rows_only)).reshape(len(rows), -1)
 
-    counts = [per_image(node, _counts) for node in nodes]
+    read = _emitted if values else _counts
+    counts = [per_image(node, read) for node in nodes]
+    names = [node.name for node in nodes]
     if not float_stage:
-        return Decisions(counts)
-    return Decisions(counts, [per_image(node, _margins) for node in nodes])
+        return Decisions(counts, None, names)
+    return Decisions(counts, [per_image(node, _margins) for node in nodes], names)
+
+
+def _emitted(model, node, ctx: dict) -> np.ndarray:
+    """The integer a multi-bit activation of an integer graph emits (a 1-bit one: 0/1, whatever its encoding)."""
+    if model.get_tensor_datatype(node.output[0]).bitwidth() == 1:
+        return _counts(model, node, ctx)
+    return np.round(ctx[node.output[0]]).astype(np.int64)
 
 
 def _is_activation(model, node) -> bool:
@@ -154,7 +213,12 @@ def round_margins(t: np.ndarray, lowest: float, highest: float) -> np.ndarray:
 
 
 def _threshold_margins(x: np.ndarray, thresholds: np.ndarray, layout: str) -> np.ndarray:
-    """Distance of each input from its channel's nearest threshold, in threshold steps."""
+    """Distance of each input from its channel's nearest threshold, in threshold steps.
+
+    The flow's hidden thresholds are the first float32 values QONNX's ``Quant`` lifts to the next
+    level (SetExactActivationThresholds), so the rounding boundary lies between a threshold and
+    the float below it: a value equal to a threshold is within that half ulp of the boundary, not
+    on a .5 tie (the ``Quant`` stages say where the ties are). Its margin is that half ulp."""
     axis = layout.index("C") if thresholds.shape[0] > 1 else x.ndim - 1
     moved = np.moveaxis(x.astype(np.float64), axis, -1)
     out = np.empty_like(moved)
@@ -164,6 +228,9 @@ def _threshold_margins(x: np.ndarray, thresholds: np.ndarray, layout: str) -> np
         step = float(np.diff(row).mean()) if len(row) > 1 else 1.0  # a bipolar quantiser's scale is 1
         values = moved[..., c]
         nearest = np.abs(values[..., None] - row).min(axis=-1) if len(row) <= 16 else _nearest(values, row)
+        if len(row) > 1:
+            half_ulp = np.spacing(np.abs(values).astype(np.float32)).astype(np.float64) / 2
+            nearest = np.where(nearest == 0, half_ulp, nearest)
         out[..., c] = nearest / step
     return np.moveaxis(out, -1, axis)
 

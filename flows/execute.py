@@ -177,7 +177,7 @@ def tensor_scale(model: ModelWrapper, tensor: str) -> float:
             return _scalar(model, const[0], node.name) * tensor_scale(model, data[0])
     if node.op_type == "MultiThreshold":
         return 1.0
-    if node.op_type in ("Reshape", "Flatten", "Transpose"):
+    if node.op_type in ("Reshape", "Flatten", "Transpose", "MaxPool", "MaxPoolNHWC"):  # max of s * ints, s > 0
         return tensor_scale(model, node.input[0])
     if node.op_type in ("Add", "Sub") and model.get_initializer(node.input[1]) is not None:
         scale = tensor_scale(model, node.input[0])

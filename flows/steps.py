@@ -129,16 +129,19 @@ def step_cleanup(build, out: Path) -> dict:
 
 
 def step_convert(build, out: Path) -> dict:
-    """QONNX -> FINN (MultiThreshold activations). An input quantiser over the integer input is
-    made tie-exact (tabulated over every input value); without one (FINN's tutorials: the input
-    declared BIPOLAR/BINARY/INTn goes straight into the first layer) the declared datatype stands."""
+    """QONNX -> FINN (MultiThreshold activations), every quantiser made exact on ties. An input
+    quantiser over the integer input is tabulated over every input value; without one (FINN's
+    tutorials: the input declared BIPOLAR/BINARY/INTn goes straight into the first layer) the
+    declared datatype stands. Hidden quantisers are exact on every float32 value (QONNX's own
+    rounding, half to even)."""
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
 
-    from flows.transforms import SetExactInputThresholds, input_quant_counts, input_quantiser
+    from flows.transforms import (FactorOutBipolarScale, SetExactActivationThresholds, SetExactInputThresholds,
+                                  activation_quantisers, input_quant_counts, input_quantiser)
 
     qonnx_model = build.model("cleanup")
     quant = input_quantiser(qonnx_model)
-    model = _tidy(qonnx_model.transform(ConvertQONNXtoFINN()))
+    model = _tidy(qonnx_model.transform(FactorOutBipolarScale()).transform(ConvertQONNXtoFINN()))
     report = {"input_datatype": build.input_datatype}
     if quant is not None:
         values = build.input_values()
@@ -149,6 +152,7 @@ def step_convert(build, out: Path) -> dict:
         report.update(input_quantiser=quant.name, input_levels=int(counts.max()) + 1)
     else:
         report["input_quantiser"] = None
+    model = model.transform(SetExactActivationThresholds(activation_quantisers(qonnx_model)))
     model.save(str(out / "model.onnx"))
     return {"nodes": [n.op_type for n in model.graph.node], **report}
 
@@ -179,7 +183,9 @@ def _tidy(model):
 
 
 def step_streamline(build, out: Path) -> dict:
-    """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK."""
+    """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK.
+
+    Exact ties on an integer accumulator are resolved as the model rounds (ResolveThresholdTies)."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline import Streamline
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
@@ -188,14 +194,21 @@ def step_streamline(build, out: Path) -> dict:
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.insert_topk import InsertTopK
 
+    from flows.transforms import (MoveChannelwiseAffinePastMaxPool, MoveReshapeBeforeThresholds,
+                                  ResolveThresholdTies, activation_quantisers)
+
+    quantisers = activation_quantisers(build.model("cleanup"))
     model = build.model("convert")
     if single_output(model) is None:  # a classifier: top-1 on the hardware (a 1-wide decision needs none)
         model = model.transform(InsertTopK(k=1))
     conv = has_conv(model)
     # thresholds are rounded to integers before the XNOR rewrite maps t to (t + K) / 2: done after it,
     # a float32 threshold just above an integer (t = 3e-6, K = 2304) rounds to the integer itself
-    for t in (Streamline(), *(_conv_lowering() if conv else ()), RoundAndClipThresholds(),
-              ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
+    # ties are resolved while the thresholds are still the float images of the model's .5 boundaries
+    for t in (Streamline(), *((MoveChannelwiseAffinePastMaxPool(), Streamline(), *_conv_lowering()) if conv else ()),
+              MoveReshapeBeforeThresholds(),
+              ResolveThresholdTies(quantisers),
+              RoundAndClipThresholds(), ConvertBipolarMatMulToXnorPopcount(), absorb.AbsorbAddIntoMultiThreshold(),
               absorb.AbsorbMulIntoMultiThreshold(), RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(),
               InferDataLayouts(), RemoveUnusedTensors(), Streamline()):
         model = model.transform(t)
@@ -229,12 +242,15 @@ def has_conv(model) -> bool:
 
 def _conv_lowering() -> tuple:
     """FINN's CNV sequence: convolutions to Im2Col + MatMul, pools to NHWC, layout transposes
-    pushed through the thresholds so that they cancel."""
+    pushed through the thresholds so that they cancel. The second MakeMaxPoolNHWC takes a pool
+    that follows an activation (conv -> act -> maxpool -> flatten -> linear, LeNet's head): only
+    once the transpose has moved past the thresholds does it sit right before the pool."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
-    return LowerConvsToMatMul(), MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold()
+    return (LowerConvsToMatMul(), MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold(), MakeMaxPoolNHWC(),
+            absorb.AbsorbTransposeIntoMultiThreshold())
 
 
 def _conv_hw() -> tuple:
@@ -253,17 +269,16 @@ def _conv_hw() -> tuple:
 def step_hw_layers(build, out: Path) -> dict:
     """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect; with convolutions
     also ConvolutionInputGenerator and Pool)."""
-    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import \
-        InferBinaryMatrixVectorActivation
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import \
         InferQuantizedMatrixVectorActivation
-    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
     from qonnx.transformation.general import GiveUniqueNodeNames
 
+    from flows.transforms import InferBinaryMVAUWithOffset, InferBipolarThresholdingLayer
+
     model = build.model("streamline")
-    for t in (InferBinaryMatrixVectorActivation(), InferQuantizedMatrixVectorActivation(),
-              InferLabelSelectLayer(), InferThresholdingLayer(), *(_conv_hw() if has_conv(model) else ()),
+    for t in (InferBinaryMVAUWithOffset(), InferQuantizedMatrixVectorActivation(),
+              InferLabelSelectLayer(), InferBipolarThresholdingLayer(), *(_conv_hw() if has_conv(model) else ()),
               GiveUniqueNodeNames()):
         model = model.transform(t)
     # a leading Reshape (MLPs) or NCHW->NHWC Transpose (CNNs) stays on the host

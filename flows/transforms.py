@@ -3,6 +3,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
@@ -220,3 +222,315 @@ def input_quant_counts(qonnx_model: ModelWrapper, inputs: "np.ndarray | int") ->
     attrs = {a.name: a.i for a in quant.attribute}
     lowest = -(2 ** (int(bits) - 1)) + attrs.get("narrow", 0) if attrs.get("signed", 1) else 0
     return (np.round(y / scale + zeropt) - lowest).astype(np.int64)
+
+
+# --- hidden activations: the model's rounding, ties included ---------------------------------------
+
+ROUND_HALF_EVEN = ("ROUND", "HALF_EVEN")
+
+
+@dataclass(frozen=True)
+class ActQuantiser:
+    """A QONNX activation quantiser (``Quant`` or ``BipolarQuant``) as the thresholds must reproduce it."""
+
+    bipolar: bool
+    scale: float = 1.0
+    zeropt: float = 0.0
+    bits: int = 1
+    signed: bool = True
+    narrow: bool = False
+    rounding: str = "ROUND"
+
+    @property
+    def lowest(self) -> int:
+        from qonnx.custom_op.general.intquant import min_int
+
+        return int(min_int(self.signed, self.narrow, self.bits))
+
+    @property
+    def highest(self) -> int:
+        from qonnx.custom_op.general.intquant import max_int
+
+        return int(max_int(self.signed, self.narrow, self.bits))
+
+    def levels(self, x: np.ndarray) -> np.ndarray:
+        """The integer level QONNX's ``Quant`` gives float32 ``x`` (its own code, so its own rounding)."""
+        from qonnx.custom_op.general.intquant import int_quant
+
+        x = np.asarray(x, dtype=np.float32)
+        y = int_quant(x, np.float32(self.scale), np.float32(self.zeropt), np.float32(self.bits),
+                      self.signed, self.narrow, self.rounding)
+        return np.round(y / np.float32(self.scale) + np.float32(self.zeropt)).astype(np.int64)
+
+    def tie_passes(self, step: int) -> bool | None:
+        """Whether a value exactly on the tie below level ``lowest + step + 1`` rounds up to it
+        (None: this rounding has no .5 ties, e.g. floor or ceil)."""
+        level = self.lowest + step + 1
+        mode = self.rounding.upper()
+        if mode in ROUND_HALF_EVEN:
+            return level % 2 == 0
+        if mode == "HALF_UP":  # half away from zero
+            return level >= 1
+        if mode == "HALF_DOWN":  # half towards zero
+            return level <= 0
+        return None
+
+
+def activation_quantisers(qonnx_model: ModelWrapper) -> list[ActQuantiser | None]:
+    """The activation quantisers of a (cleaned-up) QONNX graph in graph order, input quantiser first;
+    None for one whose scale is not per-tensor (its thresholds are left as FINN makes them)."""
+    out = []
+    for node in qonnx_model.graph.node:
+        if node.op_type not in ("Quant", "BipolarQuant") or qonnx_model.get_initializer(node.input[0]) is not None:
+            continue
+        if node.op_type == "BipolarQuant":
+            out.append(ActQuantiser(bipolar=True))
+            continue
+        params = [qonnx_model.get_initializer(node.input[i]) for i in (1, 2, 3)]
+        if any(p is None or np.asarray(p).size != 1 for p in params):
+            out.append(None)
+            continue
+        inst = getCustomOp(node)
+        scale, zeropt, bits = (float(np.asarray(p).reshape(())) for p in params)
+        out.append(ActQuantiser(False, scale, zeropt, int(bits), bool(inst.get_nodeattr("signed")),
+                                bool(inst.get_nodeattr("narrow")), inst.get_nodeattr("rounding_mode")))
+    return out
+
+
+def threshold_nodes(model: ModelWrapper) -> list:
+    """The MultiThreshold nodes of a FINN graph in graph order (the input quantiser first)."""
+    return [n for n in model.graph.node if n.op_type == "MultiThreshold"]
+
+
+class SetExactActivationThresholds(Transformation):
+    """Make each hidden MultiThreshold of the FINN graph count exactly what QONNX's ``Quant`` rounds to.
+
+    ConvertQONNXtoFINN places threshold j at (lowest + j + 0.5) * scale and counts x >= t, so a
+    value exactly on a .5 tie always goes up where ``Quant`` rounds half to even; with a
+    non-power-of-two scale the float32 product may also sit an ulp off the true boundary.
+    This rewrite moves each threshold to the smallest float32 x that ``Quant`` (its own
+    code) puts at level lowest + j + 1: identical levels for every float32 input. The
+    MultiThreshold's input is the tensor the ``Quant`` read, so this is exact by construction.
+    The input quantiser (first) is left to SetExactInputThresholds.
+    """
+
+    def __init__(self, quantisers: list[ActQuantiser | None]):
+        super().__init__()
+        self.quantisers = quantisers
+
+    def apply(self, model: ModelWrapper):
+        nodes = threshold_nodes(model)
+        if len(nodes) != len(self.quantisers):
+            return model, False  # the graphs do not line up: leave FINN's thresholds
+        for node, q in list(zip(nodes, self.quantisers))[1:]:
+            thresholds = model.get_initializer(node.input[1])
+            if q is None or q.bipolar or thresholds.shape[-1] != q.highest - q.lowest:
+                continue
+            exact = np.array([_smallest_reaching(q, q.lowest + j + 1) for j in range(thresholds.shape[-1])],
+                             dtype=np.float32)
+            model.set_initializer(node.input[1], np.broadcast_to(exact, thresholds.shape).copy())
+        return model, False
+
+
+def _smallest_reaching(q: ActQuantiser, level: int) -> np.float32:
+    """The smallest float32 x with q.levels(x) >= level (searching ulp by ulp from the nominal boundary)."""
+    x = np.float32((level - 0.5 - q.zeropt) * q.scale)
+    while q.levels(x) >= level:
+        x = np.nextafter(x, np.float32(-np.inf))
+    while q.levels(x) < level:
+        x = np.nextafter(x, np.float32(np.inf))
+    return x
+
+
+class ResolveThresholdTies(Transformation):
+    """On the integer accumulator, resolve every exact tie as the model's quantiser does.
+
+    After streamlining, a hidden MultiThreshold reads an integer accumulator and its
+    thresholds are the model's .5 boundaries mapped into that domain, still float. A
+    threshold that lands on an integer n (within float32 error of the mapping) is an
+    accumulator value where the model sits exactly on a tie: ``x >= n`` would always round
+    up. Round half to even rounds up only into an even level, so such a threshold becomes
+    n (rounds up) or n + 1 (the tie stays below: the accumulator is an integer). Run it
+    before RoundAndClipThresholds, which takes every other threshold to its ceiling.
+    """
+
+    def __init__(self, quantisers: list[ActQuantiser | None]):
+        super().__init__()
+        self.quantisers = quantisers
+
+    def apply(self, model: ModelWrapper):
+        nodes = threshold_nodes(model)
+        if len(nodes) != len(self.quantisers):
+            return model, False
+        for node, q in list(zip(nodes, self.quantisers))[1:]:
+            thresholds = model.get_initializer(node.input[1]).astype(np.float64)  # (C or 1, steps)
+            if q is None or q.bipolar or not model.get_tensor_datatype(node.input[0]).is_integer():
+                continue
+            nearest = np.round(thresholds)
+            tolerance = 16 * np.spacing(np.maximum(np.abs(thresholds), 1.0).astype(np.float32)).astype(np.float64)
+            ties = np.abs(thresholds - nearest) <= tolerance
+            for j in range(thresholds.shape[-1]):
+                up = q.tie_passes(j)
+                if up is not None:
+                    column = ties[:, j]
+                    thresholds[column, j] = nearest[column, j] + (0 if up else 1)
+            model.set_initializer(node.input[1], thresholds.astype(np.float32))
+        return model, False
+
+
+# --- binary layers --------------------------------------------------------------------------------
+
+class InferBinaryMVAUWithOffset(Transformation):
+    """FINN's InferBinaryMatrixVectorActivation, keeping the activation's own output offset.
+
+    FINN's binary conversion sets a multi-bit output's ``ActVal`` (the value of level 0) to the
+    output datatype's minimum, -32 for INT6, where the absorbed MultiThreshold's ``out_bias``
+    says -31 (a narrow range): every output one level low. This runs FINN's conversion and
+    then gives each new MVAU the ``out_bias`` of the MultiThreshold it absorbed.
+    """
+
+    def apply(self, model: ModelWrapper):
+        from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import \
+            InferBinaryMatrixVectorActivation
+
+        offsets = {}
+        for node in model.graph.node:
+            consumer = model.find_consumer(node.output[0]) if node.op_type == "XnorPopcountMatMul" else None
+            if consumer is not None and consumer.op_type == "MultiThreshold":
+                inst = getCustomOp(consumer)
+                if model.get_tensor_datatype(consumer.output[0]).bitwidth() > 1:
+                    if inst.get_nodeattr("out_scale") != 1 or int(inst.get_nodeattr("out_bias")) != inst.get_nodeattr("out_bias"):
+                        raise ValueError(f"{consumer.name}: a binary layer's multi-bit activation needs out_scale 1 "
+                                         "and an integer out_bias")
+                    offsets[consumer.output[0]] = int(inst.get_nodeattr("out_bias"))
+        model = model.transform(InferBinaryMatrixVectorActivation())
+        for node in model.graph.node:
+            if node.op_type == "MVAU" and node.output[0] in offsets:
+                getCustomOp(node).set_nodeattr("ActVal", offsets[node.output[0]])
+        return model, False
+
+
+class InferBipolarThresholdingLayer(Transformation):
+    """FINN's InferThresholdingLayer, also for a bipolar activation (out_scale 2, out_bias -1).
+
+    FINN maps a bipolar activation into the MVAU that computes it (XNOR layers) but a standalone
+    bipolar MultiThreshold, such as a 1-bit input quantiser in front of multi-bit weights, fails
+    with ``MultiThreshold out_scale must be 1 for HLS conversion``. FINN's Thresholding layer has
+    a BIPOLAR output (it emits bits, 2 * bit - 1 in value) and its MVAU takes BIPOLAR inputs with
+    integer weights (``Recast<Binary>``), as its MVAU conversion does for bipolar outputs: so the
+    node is converted with out_scale 1, out_bias 0 and a BIPOLAR output, the same function.
+    Run it after the MVAU conversions, in place of InferThresholdingLayer.
+    """
+
+    def apply(self, model: ModelWrapper):
+        from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+        from qonnx.core.datatype import DataType
+
+        for node in threshold_nodes(model):
+            inst = getCustomOp(node)
+            if (inst.get_nodeattr("out_scale"), inst.get_nodeattr("out_bias")) == (2.0, -1.0):
+                if model.get_tensor_datatype(node.output[0]) != DataType["BIPOLAR"]:
+                    raise ValueError(f"{node.name}: out_scale 2, out_bias -1 but its output is not BIPOLAR")
+                inst.set_nodeattr("out_scale", 1.0)
+                inst.set_nodeattr("out_bias", 0.0)
+        return model.transform(InferThresholdingLayer()), False
+
+
+class MoveReshapeBeforeThresholds(Transformation):
+    """Swap ``MultiThreshold -> Reshape/Flatten`` into ``Reshape/Flatten -> MultiThreshold`` where the
+    thresholds are per tensor (one row): an elementwise function commutes with a reshape.
+
+    A model that quantises its (N, C, H, W) input before flattening it for a linear layer
+    otherwise leaves the Reshape between the input Thresholding and the first matrix
+    layer, where neither FINN's HW conversion nor the dataflow partition can take it.
+    """
+
+    def apply(self, model: ModelWrapper):
+        for node in threshold_nodes(model):
+            consumers = model.find_consumers(node.output[0])
+            if len(consumers) != 1 or consumers[0].op_type not in ("Reshape", "Flatten"):
+                continue
+            if model.get_initializer(node.input[1]).shape[0] != 1:
+                continue
+            reshape = consumers[0]
+            x, y, out = node.input[0], node.output[0], reshape.output[0]
+            dtype = model.get_tensor_datatype(y)
+            reshape.input[0], reshape.output[0] = x, y  # reshape the raw tensor into y ...
+            node.input[0], node.output[0] = y, out  # ... and threshold it into the old output
+            model.set_tensor_shape(y, model.get_tensor_shape(out))
+            model.set_tensor_datatype(y, model.get_tensor_datatype(x))
+            model.set_tensor_datatype(out, dtype)
+            getCustomOp(node).set_nodeattr("data_layout", "")
+            at = list(model.graph.node).index(node)
+            model.graph.node.remove(reshape)
+            model.graph.node.insert(at, reshape)  # keep the node list topologically sorted
+            return model, True
+        return model, False
+
+
+class FactorOutBipolarScale(Transformation):
+    """``BipolarQuant(x, s)`` -> ``Mul(BipolarQuant(x, 1), s)`` for a per-tensor activation scale s != 1.
+
+    QONNX's BipolarQuant is ``where(x >= 0, 1, -1) * s``, so the rewrite is exact. FINN's
+    conversion takes only bipolar activations of scale 1; the scalar Mul it leaves
+    streamlines into the next layer's thresholds like any other scale.
+    """
+
+    def apply(self, model: ModelWrapper):
+        from onnx import helper
+
+        for node in model.graph.node:
+            if node.op_type != "BipolarQuant" or model.get_initializer(node.input[0]) is not None:
+                continue
+            scale = model.get_initializer(node.input[1])
+            if scale is None or np.asarray(scale).size != 1 or float(np.asarray(scale).reshape(())) == 1.0:
+                continue
+            out = node.output[0]
+            raw = model.make_new_valueinfo_name()
+            one = model.make_new_valueinfo_name()
+            model.set_initializer(one, np.ones_like(np.asarray(scale, dtype=np.float32)))
+            node.input[1], node.output[0] = one, raw
+            model.set_tensor_shape(raw, model.get_tensor_shape(out))
+            mul = helper.make_node("Mul", [raw, _scale_tensor(model, scale)], [out])
+            model.graph.node.insert(list(model.graph.node).index(node) + 1, mul)
+            return model, True
+        return model, False
+
+
+def _scale_tensor(model: ModelWrapper, scale) -> str:
+    name = model.make_new_valueinfo_name()
+    model.set_initializer(name, np.asarray(scale, dtype=np.float32))
+    return name
+
+
+class MoveChannelwiseAffinePastMaxPool(Transformation):
+    """``Mul(c)``/``Add(b)`` (per channel or scalar, constant) in front of a MaxPool move past it.
+
+    max(x + b) = max(x) + b, and max(c * x) = c * max(x) for c > 0, per channel. A BatchNorm
+    between a convolution and a max pool (conv -> BN -> maxpool -> act) leaves such a Mul and
+    Add in front of the pool, where FINN's streamlining (which moves only scalar scales past
+    a pool) cannot absorb them into the thresholds after it. A negative scale does not commute
+    with max: it is left, and the step names the node.
+    """
+
+    def apply(self, model: ModelWrapper):
+        for pool in model.graph.node:
+            if pool.op_type != "MaxPool":
+                continue
+            op = model.find_producer(pool.input[0])
+            if op is None or op.op_type not in ("Mul", "Add") or len(model.find_consumers(op.output[0])) != 1:
+                continue
+            const = model.get_initializer(op.input[1])
+            channels = model.get_tensor_shape(pool.input[0])[1]
+            if const is None or not (const.size == 1 or (1,) * (4 - const.ndim) + const.shape == (1, channels, 1, 1)):
+                continue  # only a scalar or a per-channel (NCHW) constant commutes with the pool
+            if op.op_type == "Mul" and not (const > 0).all():
+                continue
+            x, y, z = op.input[0], op.output[0], pool.output[0]
+            pool.input[0], pool.output[0] = x, y
+            op.input[0], op.output[0] = y, z
+            model.set_tensor_shape(y, model.get_tensor_shape(z))
+            model.graph.node.remove(op)
+            model.graph.node.insert(list(model.graph.node).index(pool) + 1, op)
+            return model, True
+        return model, False

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from flows.boundary import ANALYSIS_BYTES, Decisions, TorchTaps, context_decisions, explain, graph_decisions
+from flows.boundary import (ANALYSIS_BYTES, Decisions, TorchTaps, context_decisions, explain, graph_decisions,
+                            tie_resolutions, tie_rows)
 from flows.execute import StageOutput, last_layer_scale, run_graph, to_graph_input
 
 # (stage name, build step whose model.onnx it runs, True if its last layer carries float scales)
@@ -49,37 +50,71 @@ def pytorch_stage(ckpt, images: np.ndarray, scale: float, recorder: "Recorder | 
 
 
 class Recorder:
-    """Keeps a float stage's activation decisions on the images where it differs from the
-    hardware, read from the very batch the stage computed them in (float results depend
-    on the batch shape, so re-running an image alone may not reproduce them)."""
+    """Keeps a stage's activation decisions on the images where it differs from the hardware, and
+    (float stages) on those where a value sits exactly on a rounding boundary, read from the very
+    batch the stage computed them in (float results depend on the batch shape, so re-running an
+    image alone may not reproduce them)."""
 
-    def __init__(self, ref: StageOutput):
-        self.ref, self.images, self.parts, self.bytes, self.too_many = ref, [], [], 0, False
+    def __init__(self, ref: StageOutput, float_stage: bool = True):
+        self.ref, self.float_stage = ref, float_stage
+        self.images, self.differs, self.parts, self.bytes, self.too_many = [], [], [], 0, False
+        self.input_ties = 0
 
     def keep(self, start: int, part: StageOutput, decisions_of) -> None:
         n = len(part.predictions)
         ref = StageOutput(self.ref.predictions[start:start + n], self.ref.last_layer[start:start + n])
-        wrong_prediction, wrong_layer, _, _ = differing(ref, part, exact=False)
-        rows = np.nonzero(wrong_prediction | wrong_layer)[0]
-        if len(rows) == 0 or self.too_many:
+        wrong_prediction, wrong_layer, _, _ = differing(ref, part, exact=not self.float_stage)
+        differs = wrong_prediction | wrong_layer
+        if self.too_many:
             return
-        decisions = decisions_of(rows).compact()
+        if self.float_stage:  # every image's margins, to find the exact ties
+            everything = decisions_of(np.arange(n))
+            on_tie, on_input_tie = tie_rows(everything)
+            self.input_ties += int(on_input_tie.sum())
+            rows = np.nonzero(differs | on_tie)[0]
+            decisions = everything.rows(rows).compact() if len(rows) else None
+        else:
+            rows = np.nonzero(differs)[0]
+            decisions = decisions_of(rows).compact() if len(rows) else None
+        if decisions is None:
+            return
         self.bytes += decisions.nbytes
         self.too_many = self.bytes > ANALYSIS_BYTES  # then nothing is excused: the stage fails, saying why
         if not self.too_many:
             self.images.extend(int(start + r) for r in rows)
+            self.differs.extend(bool(differs[r]) for r in rows)
             self.parts.append(decisions)
 
     def on_graph_chunk(self, start: int, part: StageOutput, batched, ctx: dict) -> None:
-        self.keep(start, part, lambda rows: context_decisions(batched, ctx, rows, float_stage=True))
+        self.keep(start, part, lambda rows: context_decisions(batched, ctx, rows, float_stage=self.float_stage,
+                                                              values=not self.float_stage))
 
-    def explained(self, hardware_model, images: np.ndarray) -> dict[int, dict]:
-        """flows.boundary's verdict per differing image (none when too many to analyse)."""
+    def explained(self, hardware_model, images: np.ndarray) -> tuple[dict[int, dict], dict | None]:
+        """flows.boundary's verdict per differing image (none when too many to analyse), and for a
+        float stage how the hardware resolved the values that sat exactly on a tie."""
         if not self.images or self.too_many:
-            return {}
+            return {}, self._ties(None, None) if self.float_stage and not self.too_many else None
         index = np.array(self.images)
-        hardware = graph_decisions(hardware_model, to_graph_input(hardware_model, images[index]), float_stage=False)
-        return dict(zip(self.images, explain(Decisions.stack(self.parts), hardware)))
+        hardware = graph_decisions(hardware_model, to_graph_input(hardware_model, images[index]), float_stage=False,
+                                   values=not self.float_stage)
+        stage = Decisions.stack(self.parts)
+        differs = np.array(self.differs)
+        verdicts = explain(stage.rows(np.nonzero(differs)[0]), hardware.rows(np.nonzero(differs)[0])) \
+            if differs.any() else []
+        explained = dict(zip(index[differs].tolist(), verdicts))
+        return explained, self._ties(stage, hardware) if self.float_stage else None
+
+    def _ties(self, stage: Decisions | None, hardware: Decisions | None) -> dict:
+        """verify.json's account of exact ties in this stage."""
+        report = {"images_on_input_tie": self.input_ties, "images_on_hidden_tie": 0, "values": 0,
+                  "resolved_as_hardware": 0, "resolved_otherwise": 0, "excused": 0,
+                  "rule": "the model rounds half to even; the flow's thresholds resolve each tie the same way "
+                          "(input quantiser: exact per pixel value); an exact tie is never excused"}
+        if stage is not None and len(stage.counts) == len(hardware.counts):
+            on_tie, _ = tie_rows(stage)
+            report["images_on_hidden_tie"] = int(on_tie.sum())
+            report.update(tie_resolutions(stage, hardware))
+        return report
 
 
 def differing(ref: StageOutput, out: StageOutput, exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -151,20 +186,23 @@ def verify_stages(build) -> tuple[dict, dict[str, StageOutput]]:
             outputs[name], exact[name] = ref, True
             continue
         model = build.model(step)
-        recorders[name] = Recorder(ref) if scaled else None
+        recorders[name] = Recorder(ref, float_stage=scaled)
         outputs[name], seconds[name] = _timed(run_graph, model, to_graph_input(model, images),
                                               last_layer_scale(model) if scaled else 1.0,
-                                              recorders[name].on_graph_chunk if scaled else None)
+                                              recorders[name].on_graph_chunk)
         exact[name] = not scaled
     stages = {}
     for name, out in outputs.items():
-        explained = recorders[name].explained(hardware_model, images) if recorders.get(name) else None
+        explained, ties = recorders[name].explained(hardware_model, images) if recorders.get(name) else ({}, None)
         stages[name] = {**compare(ref, out, exact[name], labels, explained), "seconds": seconds[name]}
+        if ties is not None:
+            stages[name]["ties"] = ties
         if recorders.get(name) and recorders[name].too_many:
-            stages[name]["not_analysed"] = (f"too many differing images to analyse within "
+            stages[name]["not_analysed"] = (f"too many differing or tied images to analyse within "
                                             f"{ANALYSIS_BYTES >> 20} MB; none excused")
     report = {"kind": "simulated", "passed": not _failed(stages), "reference": "dataflow",
               "images": int(len(labels)), "dataset": build.dataset.name, "stages": stages,
+              "differences_start": differences_start(stages),
               "summary": summarise(stages, len(labels), build.dataset.name)}
     if not build.dataset.labelled:
         for stage in stages.values():
@@ -185,19 +223,45 @@ def _failed(stages: dict) -> list[str]:
 def summarise(stages: dict, images: int, dataset: str) -> str:
     bad = _failed(stages)
     if bad:
-        return "verification failed: " + "; ".join(
+        start = differences_start(stages)
+        where = (f" (differences start at activation layer {start['layer']}, hardware node {start['hardware_node']}, "
+                 f"as the {start['stage']} stage shows)" if start else "")
+        return f"verification failed{where}: " + "; ".join(
             f"{n}: {stages[n]['prediction_mismatches']} predictions and {stages[n]['last_layer_mismatches']} "
-            "last-layer outputs differ from the integer dataflow graph" for n in bad)
+            f"last-layer outputs differ from the integer dataflow graph{_blame(stages[n])}" for n in bad)
     worst = max((r["max_distance_from_reference"] for r in stages.values() if r["arithmetic"] == "float32"),
                 default=0.0)
     text = (f"bit-exact on all {images} {dataset} test images across {len(stages)} stages ({', '.join(stages)}): "
             f"identical predictions and last-layer integers (float stages within {worst:.2g} of them)")
+    tied = max((r["ties"]["images_on_hidden_tie"] for r in stages.values() if r.get("ties")), default=0)
+    if tied:
+        text += (f"; {tied} image(s) had a hidden value exactly on a .5 tie, each resolved as the model rounds "
+                 "(half to even; counts per stage in verify.json)")
     boundary = {n: r["at_rounding_boundary"] for n, r in stages.items() if r["at_rounding_boundary"]}
     if boundary:
         text += (", except where a float stage rounded a value at a rounding boundary, within float32 error "
                  f"({', '.join(f'{n}: {k} image(s)' for n, k in boundary.items())}; listed in verify.json); "
                  "the integer stages agree exactly")
     return text
+
+
+def differences_start(stages: dict) -> dict | None:
+    """The earliest activation layer at which any stage's unexcused images first differ from the hardware."""
+    firsts = [{"stage": n, "layer": c["layer"], "hardware_node": c.get("hardware_node")}
+              for n, r in stages.items() for c in r.get("differing_images", []) if not c["excused"] and "layer" in c]
+    return min(firsts, key=lambda f: f["layer"]) if firsts else None
+
+
+def _blame(stage: dict) -> str:
+    """Where the differences start: the first differing layer most of the stage's unexcused images name."""
+    from collections import Counter
+
+    places = Counter((c["layer"], c.get("hardware_node")) for c in stage.get("differing_images", [])
+                     if not c["excused"] and "layer" in c)
+    if not places:
+        return ""
+    (layer, node), count = places.most_common(1)[0]
+    return f" (from activation layer {layer}" + (f", hardware node {node}" if node else "") + f", {count} image(s))"
 
 
 def _timed(fn, *args):
