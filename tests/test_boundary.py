@@ -153,14 +153,14 @@ def build_net(spec, out) -> "Path":
     out.mkdir(parents=True, exist_ok=True)
     net = fuzz.build_module(spec, load_dataset("digits").train.images[:256])
     export_qonnx(net, fuzz.IMAGE, out / "net.onnx")
-    run_build(BuildConfig(onnx=out / "net.onnx", out=out / "run", to_step="verify"))
+    run_build(BuildConfig(onnx=out / "net.onnx", data="digits", out=out / "run", to_step="verify"))
     return out / "run"
 
 
 def rerun_verify(run) -> None:
     """Verify again a (copied) run whose earlier steps' models the test changed."""
     onnx = json.loads((run / "config.json").read_text())["identity"]["onnx"]
-    run_build(BuildConfig(onnx=Path(onnx), out=run, from_step="verify", to_step="verify"))
+    run_build(BuildConfig(onnx=Path(onnx), data="digits", out=run, from_step="verify", to_step="verify"))
 
 
 @pytest.fixture(scope="module")
