@@ -76,6 +76,7 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
     report = {"config": json.loads(cfg.to_json()), "space": space.to_dict(), "wall_s": _wall(out, wall),
               "trials": {"finished": st.finished_count(study), "total": len(trials)},
               "front": front, "uniform": uniform, "gain": rep.gain_over_uniform(front, uniform),
+              "published": rep.against_published(front) if cfg.data == "mnist" else None,
               "chosen": rep.chosen_per_target(front, sorted({cfg.target_accuracy, cfg.target_accuracy - 0.005,
                                                              cfg.target_accuracy - 0.01})),
               "sensitivity": rep.sensitivity(space, evaluator.data, cfg, cache),

@@ -199,6 +199,23 @@ def gain_over_uniform(front: list[dict], uniform: list[dict]) -> dict:
     return out
 
 
+# BNN-PYNQ's LFC-W1A1 on a PYNQ-Z1 (Xilinx/BNN-PYNQ, measured): the published point a search compares with
+PUBLISHED = {"name": "BNN-PYNQ LFC-W1A1, PYNQ-Z1", "accuracy": 0.984, "images_per_second": 118_883,
+             "kind": "measured (published)"}
+
+
+def against_published(front: list[dict], ref: dict = PUBLISHED) -> dict:
+    """The fastest searched design (estimated) that reaches the published accuracy, as a multiple of
+    the published throughput, with the bound that stops it; or the closest design when none reaches it."""
+    ok = [r for r in front if r["test_accuracy"]["mean"] >= ref["accuracy"] and r["estimate"]["fits"]]
+    if not ok:
+        return {"reference": ref, "reached": False, "closest": _closest(front, ref["accuracy"])}
+    best = max(ok, key=lambda r: r["estimate"]["fps"])
+    return {"reference": ref, "reached": True, "design": best["spec"], "fps": best["estimate"]["fps"],
+            "ratio": best["estimate"]["fps"] / ref["images_per_second"], "binding": best["estimate"]["binding"],
+            "why": best["estimate"].get("ii_why", best["estimate"]["binding"])}
+
+
 def chosen_per_target(front: list[dict], targets: list[float]) -> list[dict]:
     rows = []
     for t in targets:
@@ -268,6 +285,18 @@ def markdown(report: dict) -> str:
     else:
         lines.append(f"No searched design reached the best uniform model {g['best_uniform']} "
                      f"({100 * g['best_uniform_accuracy']:.2f}%) within {MATCH_POINTS} points.")
+    p = report.get("published")
+    if p:
+        ref = p["reference"]
+        lines += ["", f"## Against {ref['name']} ({100 * ref['accuracy']:.1f}%, {ref['images_per_second']:,} images/s, "
+                  f"{ref['kind']})", ""]
+        if p["reached"]:
+            lines.append(f"Fastest searched design at that accuracy: {_design(p['design'])}, {p['fps']:,.0f} images/s "
+                         f"estimated on {cfg['board']}: **{p['ratio']:.1f}x**; bound: {p['why']}.")
+        else:
+            c = p["closest"]
+            lines.append("No searched design reached that accuracy here"
+                         + (f"; the closest: {_design(c['spec'])} at {100 * c['test_accuracy']:.2f}%." if c else "."))
     lines += ["", "## Chosen design per accuracy target", "", "| target % | design | closest if none |", "|---|---|---|"]
     for r in report["chosen"]:
         c = r["closest"]
