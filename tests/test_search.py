@@ -50,17 +50,19 @@ def test_space_file_round_trips(tmp_path):
         load_space(tmp_path / "missing.yaml")
 
 
-def _trial(number, values, acc_gap, fits=0.0):
+def _trial(number, values, acc_gap, fits=0.0, val=0.9):
     t = create_trial(values=list(values), params={"x": number}, distributions={"x": CategoricalDistribution(list(range(20)))},
-                     system_attrs={"constraints:accuracy": acc_gap, "constraints:fits": fits})
+                     system_attrs={"constraints:accuracy": acc_gap, "constraints:fits": fits},
+                     user_attrs={"val_accuracy": val})
     t.number = number
     return t
 
 
 def test_pareto_front_keeps_feasible_non_dominated_trials():
     trials = [_trial(0, (10, 100), -0.01), _trial(1, (5, 200), -0.02), _trial(2, (5, 90), 0.05),  # 2 misses target
-              _trial(3, (20, 300), -0.03), _trial(4, (4, 500), 0.0, fits=1.0)]  # 3 dominated, 4 does not fit
-    assert [t.number for t in rep.pareto_front(trials)] == [1, 0]
+              _trial(3, (20, 300), -0.03), _trial(4, (4, 500), 0.0, fits=1.0),  # 3 dominated, 4 does not fit
+              _trial(5, (30, 400), -0.05, val=0.95)]  # slower and larger, but more accurate: on the front
+    assert [t.number for t in rep.pareto_front(trials)] == [1, 0, 5]
 
 
 def _row(name, acc, cycles, lut, fits=True):

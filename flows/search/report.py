@@ -44,12 +44,19 @@ class Cache:
 
 
 def pareto_front(trials) -> list:
-    """Finished trials that meet every constraint and that no other such trial dominates."""
+    """Finished trials that meet every constraint and that no other such trial dominates on estimated
+    cycles, estimated LUTs and validation accuracy (so the front spans the accuracy-cost trade-off,
+    not only the cheapest design at the target); at most MAX_FRONT of them, spread over the cycles."""
     ok = [t for t in trials if t.values is not None and max(constraints(t)) <= 0]
-    front = [t for t in ok if not any(all(o <= v for o, v in zip(u.values, t.values)) and u.values != t.values
-                                      for u in ok)]
-    unique = {tuple(t.values): t for t in sorted(front, key=lambda t: t.number, reverse=True)}
-    return sorted(unique.values(), key=lambda t: t.values[0])
+    key = {t.number: (*t.values, -t.user_attrs.get("val_accuracy", 0.0)) for t in ok}
+    front = [t for t in ok if not any(all(o <= v for o, v in zip(key[u.number], key[t.number]))
+                                      and key[u.number] != key[t.number] for u in ok)]
+    unique = sorted({key[t.number]: t for t in sorted(front, key=lambda t: t.number, reverse=True)}.values(),
+                    key=lambda t: key[t.number])
+    if len(unique) <= MAX_FRONT:
+        return unique
+    picks = sorted({round(i * (len(unique) - 1) / (MAX_FRONT - 1)) for i in range(MAX_FRONT)})
+    return [unique[i] for i in picks]
 
 
 def evaluate_design(spec, ds, cfg: SearchConfig, cache: Cache, work: Path) -> dict:
