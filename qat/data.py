@@ -144,7 +144,7 @@ class Dataset:
             return Split(gather_pixels(s.images, kept), s.labels)
 
         return Dataset(self.name, split(self.train), split(self.test), self.pixel_max, self.num_classes,
-                       tuple(int(k) for k in kept))
+                       kept_pixels=tuple(int(k) for k in kept))
 
 
 # ----------------------------------------------------------------------------- public API
