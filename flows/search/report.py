@@ -340,6 +340,7 @@ def save_plots(report: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = []
+    luts = [r["estimate"]["total"]["LUT"] for r in (*report["front"], *report["uniform"])] or [0, 1]
     for name, x_of, xlabel in (("pareto_fpga.png", lambda r: r["estimate"]["latency_us"],
                                 "estimated FPGA latency, batch 1 (us)"),
                                ("pareto_cpu.png", lambda r: r["cpu"]["batch1_p50_us"],
@@ -351,6 +352,7 @@ def save_plots(report: dict, out: Path) -> list[str]:
                 continue
             sc = ax.scatter([x_of(r) for r in rows], [100 * r["test_accuracy"]["mean"] for r in rows],
                             c=[r["estimate"]["total"]["LUT"] for r in rows], cmap="viridis", marker=marker,
+                            vmin=min(luts), vmax=max(luts),
                             s=60, label=kind, edgecolors="k")
             for r in rows:
                 if kind.startswith("uniform"):
