@@ -24,9 +24,9 @@ def why_unavailable() -> str | None:
         return "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin; Debian package postgresql-15)"
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         return "running as root without runuser to start the server as the postgres user"
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
         return 'psycopg is not installed (pip install "psycopg[binary]")'
     return None
 

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from flows.errors import ConfigError
 from qat.compress.base import CompressContext

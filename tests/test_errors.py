@@ -1,6 +1,5 @@
 """Bad input, one line each: every case builds the broken input and checks the line and the exit code
 (2 option/config, 3 dataset, 4 model/ONNX, 5 missing tool, 7 verification, 9 host/driver, 130 Ctrl-C)."""
-import json
 import os
 import shutil
 import signal
@@ -184,7 +183,7 @@ def test_second_build_into_a_locked_run_folder_stops_and_deletes_nothing(tmp_pat
     work.mkdir()
     (work / "log.txt").write_text("training")
     with run_lock(run):  # this process plays the build that got there first
-        line = fails_with(flows_cli("build", "--out", run), 2, "in use by another build",
+        fails_with(flows_cli("build", "--out", run), 2, "in use by another build",
                           f"pid {os.getpid()}", "another --out")
     assert (work / "log.txt").read_text() == "training" and not (run / "config.json").exists()
 

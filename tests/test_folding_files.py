@@ -17,7 +17,6 @@ import qat.data
 from flows.build import STEP_NAMES, Build, run_build
 from flows.config import BuildConfig, TrainOptions
 from flows.errors import ConfigError
-from hw import folding as fold
 from hw.folding_file import apply_folding_file
 from synthetic import synthetic_cifar
 

@@ -13,7 +13,6 @@ where LUTs bound the folding, faster.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
