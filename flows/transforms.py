@@ -302,6 +302,16 @@ def threshold_nodes(model: ModelWrapper) -> list:
     return [n for n in model.graph.node if n.op_type == "MultiThreshold"]
 
 
+def hidden_thresholds(model: ModelWrapper, quantisers: list[ActQuantiser | None]) -> list:
+    """(hidden thresholding node, the model's quantiser it implements) pairs, in graph order: the
+    input quantiser (first) and bipolar ones aside; none when the graphs do not line up (the
+    rewrites then leave FINN's thresholds as they are)."""
+    nodes = threshold_nodes(model)
+    if len(nodes) != len(quantisers):
+        return []
+    return [(n, q) for n, q in list(zip(nodes, quantisers))[1:] if q is not None and not q.bipolar]
+
+
 class SetExactActivationThresholds(Transformation):
     """Make each hidden MultiThreshold of the FINN graph count exactly what QONNX's ``Quant`` rounds to.
 
@@ -319,12 +329,9 @@ class SetExactActivationThresholds(Transformation):
         self.quantisers = quantisers
 
     def apply(self, model: ModelWrapper):
-        nodes = threshold_nodes(model)
-        if len(nodes) != len(self.quantisers):
-            return model, False  # the graphs do not line up: leave FINN's thresholds
-        for node, q in list(zip(nodes, self.quantisers))[1:]:
+        for node, q in hidden_thresholds(model, self.quantisers):
             thresholds = model.get_initializer(node.input[1])
-            if q is None or q.bipolar or thresholds.shape[-1] != q.highest - q.lowest:
+            if thresholds.shape[-1] != q.highest - q.lowest:
                 continue
             exact = np.array([_smallest_reaching(q, q.lowest + j + 1) for j in range(thresholds.shape[-1])],
                              dtype=np.float32)
@@ -359,12 +366,9 @@ class ResolveThresholdTies(Transformation):
         self.quantisers = quantisers
 
     def apply(self, model: ModelWrapper):
-        nodes = threshold_nodes(model)
-        if len(nodes) != len(self.quantisers):
-            return model, False
-        for node, q in list(zip(nodes, self.quantisers))[1:]:
+        for node, q in hidden_thresholds(model, self.quantisers):
             thresholds = model.get_initializer(node.input[1]).astype(np.float64)  # (C or 1, steps)
-            if q is None or q.bipolar or not model.get_tensor_datatype(node.input[0]).is_integer():
+            if not model.get_tensor_datatype(node.input[0]).is_integer():
                 continue
             nearest = np.round(thresholds)
             tolerance = 16 * np.spacing(np.maximum(np.abs(thresholds), 1.0).astype(np.float32)).astype(np.float64)
