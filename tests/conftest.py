@@ -26,3 +26,21 @@ def datasets_dir(request) -> Path:
         if candidate.is_dir():
             return candidate.resolve()
     pytest.skip(f"--datasets {value} is not a directory (looked from {Path.cwd()} and {REPO})")
+
+
+@pytest.fixture(scope="module")
+def deploy(tmp_path_factory) -> Path:
+    """A small built TFC deploy package (tests/deploy_fixture.py), one per test module."""
+    from tests.deploy_fixture import small_build
+
+    return small_build(tmp_path_factory) / "deploy"
+
+
+@pytest.fixture
+def copy_of(deploy, tmp_path):
+    """A private copy of the package, to damage."""
+    def make() -> Path:
+        import shutil
+
+        return Path(shutil.copytree(deploy, tmp_path / "deploy"))
+    return make

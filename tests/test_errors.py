@@ -1,7 +1,6 @@
 """Bad input, one line each: every case builds the broken input and checks the line and the exit code
 (2 option/config, 3 dataset, 4 model/ONNX, 5 missing tool, 7 verification, 9 host/driver, 130 Ctrl-C)."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import torch
 import yaml
 
 from flows.errors import ConfigError, RunInterrupted
-from tests.deploy_fixture import small_build
 from tests.test_build import one_error_line, write_onnx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,20 +34,6 @@ def fails_with(result: subprocess.CompletedProcess, code: int, *words: str) -> s
 
 def no_step_ran(run: Path) -> bool:
     return not run.exists() or not [p for p in run.iterdir() if p.name[:2].isdigit()]
-
-
-@pytest.fixture(scope="module")
-def deploy(tmp_path_factory) -> Path:
-    return small_build(tmp_path_factory) / "deploy"
-
-
-@pytest.fixture
-def copy_of(deploy, tmp_path):
-    def make() -> Path:
-        target = tmp_path / "deploy"
-        shutil.copytree(deploy, target)
-        return target
-    return make
 
 
 # -- deploy packages ---------------------------------------------------------------------------

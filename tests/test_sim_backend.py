@@ -1,6 +1,5 @@
 """host.sim.SimBackend behind host.driver.Accelerator, the deploy package it reads, and bad input."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +13,8 @@ from host.driver import Accelerator, IOSpec
 from host.errors import BitfileError, DeployVersionError, HostError, IOSpecError
 from host.perf_model import PerfModel
 from host.sim import DEPLOY_FORMAT, SimBackend
-from tests.deploy_fixture import small_build
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def deploy(tmp_path_factory) -> Path:
-    return small_build(tmp_path_factory) / "deploy"
-
-
-@pytest.fixture
-def copy_of(deploy, tmp_path):
-    """A private copy of the package, to damage."""
-    def make() -> Path:
-        return Path(shutil.copytree(deploy, tmp_path / "deploy"))
-    return make
 
 
 def test_accelerator_with_sim_backend_gives_the_verified_outputs(deploy):
