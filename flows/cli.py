@@ -8,30 +8,49 @@ from typing import Optional
 
 import typer
 
+from flows import choices
 from flows.errors import FlowsError, RunInterrupted
 from host.errors import HostError
 
 HOST_ERROR_EXIT = 9  # a deploy package or accelerator problem (host.errors)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="From quantisation-aware training to a FINN dataflow accelerator on a PYNQ board.")
 STATE = {"debug": False}
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"flows (qnn-flows) {version()}")
+        raise typer.Exit()
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml); 'unknown' when run from a tree not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("qnn-flows")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+          _: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
     STATE["debug"] = debug
 
 
 @app.command()
 def build(
-    board: str = typer.Option("pynq-z2", help="Target board (see boards/)."),
-    model: Optional[str] = typer.Option(None, help="Zoo model, e.g. tfc-w2a2 (default tfc-w1a1)."),
+    board: str = typer.Option("pynq-z2", **choices.BOARD.typer_args, help="Target board: a name, or a board file."),
+    model: Optional[str] = typer.Option(None, **choices.MODEL.typer_args, help="Zoo model (default tfc-w1a1)."),
     model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
     checkpoint: Optional[Path] = typer.Option(None, help="Trained qnn-flows checkpoint instead of training."),
     onnx: Optional[Path] = typer.Option(None, help="QONNX model instead of a checkpoint."),
-    data: Optional[str] = typer.Option(None, help="digits (bundled; the default), digits32 (bundled digits "
-                                       "as 32x32 RGB; the default for cnv), mnist, fashion-mnist, cifar10."),
+    data: Optional[str] = typer.Option(None, **choices.DATA.typer_args, help="Dataset: digits (bundled; the "
+                                       "default), digits32 (bundled digits as 32x32 RGB; the default for cnv)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     data_file: Optional[Path] = typer.Option(None, help="An --onnx model's own labelled data: .npz with x_test, "
                                              "y_test (x_train, y_train optional), or an .npy/.csv table with "
@@ -42,8 +61,8 @@ def build(
     target_fps: Optional[float] = typer.Option(None, help="Fold for this many images/s."),
     folding: Optional[Path] = typer.Option(None, help="Folding JSON to apply (edit the one a build writes)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default build/<model>_<board>)."),
-    from_step: Optional[str] = typer.Option(None, "--from", help="Resume at this step."),
-    to_step: Optional[str] = typer.Option(None, "--to", help="Stop after this step."),
+    from_step: Optional[str] = typer.Option(None, "--from", **choices.STEP.typer_args, help="Resume at this step."),
+    to_step: Optional[str] = typer.Option(None, "--to", **choices.STEP.typer_args, help="Stop after this step."),
     allow_overflow: bool = typer.Option(False, help="Continue when the design does not fit the board."),
     epochs: int = typer.Option(40, help="Training epochs when no checkpoint is given."),
     seed: int = typer.Option(0, help="Training seed."),
@@ -84,10 +103,10 @@ def _build(cfg) -> None:
 
 @app.command("train")
 def train_cmd(
-    model: str = typer.Option("tfc-w1a1", help="Zoo model, e.g. tfc-w2a2, cnv-w1a1."),
+    model: str = typer.Option("tfc-w1a1", **choices.MODEL.typer_args, help="Zoo model."),
     model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
-    data: Optional[str] = typer.Option(None, help="digits (bundled; the default), digits32 (bundled digits "
-                                       "as 32x32 RGB; the default for cnv), mnist, fashion-mnist, cifar10."),
+    data: Optional[str] = typer.Option(None, **choices.DATA.typer_args, help="Dataset: digits (bundled; the "
+                                       "default), digits32 (bundled digits as 32x32 RGB; the default for cnv)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     epochs: int = typer.Option(40, help="Training epochs (the one-cycle schedule spans them all)."),
@@ -166,7 +185,8 @@ def _train(model, model_config, data, data_dir, verify, options: dict, out, resu
 @app.command("eval")
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="A qnn-flows checkpoint."),
-    data: Optional[str] = typer.Option(None, help="Dataset to evaluate on (default: the checkpoint's)."),
+    data: Optional[str] = typer.Option(None, **choices.DATA.typer_args,
+                                       help="Dataset to evaluate on (default: the checkpoint's)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
 ):
@@ -193,8 +213,8 @@ def _eval(path: Path, data, data_dir, verify: bool) -> None:
 def bench_cmd(
     deploy_dir: Path = typer.Argument(..., help="A build's deploy/ folder, or its run folder once it reached "
                                      "its estimate (a bench package is made from the folded design)."),
-    targets: Optional[str] = typer.Option(None, help="Comma-separated targets (default: all), e.g. "
-                                          "cpu-brevitas,numpy-executor,fpga-sim."),
+    targets: Optional[str] = typer.Option(None, **choices.TARGETS.typer_args, help="Comma-separated targets "
+                                          "(default: all), e.g. cpu-brevitas,numpy-executor,fpga-sim."),
     batch: str = typer.Option("1,16,256,1024,10000", help="Batch sizes of the throughput sweep."),
     repeats: int = typer.Option(20, help="Timed runs per batch size (batch-1 latency takes 5x as many)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default <run>/bench)."),
@@ -232,17 +252,18 @@ def _check_numbers(options: dict) -> None:
 
 @app.command("search")
 def search_cmd(
-    model: str = typer.Option("tfc", help="Architecture to search (tfc, sfc, lfc, lenet), or a zoo name such as "
-                              "lfc-w1a1 (its architecture)."),
-    board: str = typer.Option("pynq-z2", help="Target board (see boards/)."),
-    data: str = typer.Option("digits", help="digits (bundled), mnist, fashion-mnist."),
+    model: str = typer.Option("tfc", **choices.SEARCH_MODEL.typer_args, help="Architecture to search, or a zoo "
+                              "name (its architecture)."),
+    board: str = typer.Option("pynq-z2", **choices.BOARD.typer_args, help="Target board: a name, or a board file."),
+    data: str = typer.Option("digits", **choices.DATA.typer_args, help="Dataset (an MLP's: not digits32, cifar10)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_accuracy: float = typer.Option(0.9, help="Accuracy a design must reach (validation split), e.g. 0.98."),
     trials: int = typer.Option(30, help="Finished trials the study should hold (across all workers)."),
     space: Optional[Path] = typer.Option(None, help="YAML/JSON search space (default: every layer's bits and "
                                          "pruning ratio; see flows/search/space.py)."),
-    sampler: str = typer.Option("tpe", help="tpe, nsga2, random, or rf (random-forest surrogate)."),
+    sampler: str = typer.Option("tpe", **choices.SAMPLER.typer_args, help="Optuna sampler (rf: random-forest "
+                                "surrogate)."),
     epochs: int = typer.Option(10, help="Training epochs per trial (and per retraining)."),
     seeds: int = typer.Option(3, help="Seeds each Pareto point and uniform model is retrained with."),
     stop_margin: float = typer.Option(0.1, help="Stop a trial this far below the target at half its epochs."),
@@ -279,13 +300,14 @@ def _search(model: str, options: dict) -> None:
 @app.command("compress")
 def compress_cmd(
     config: Optional[Path] = typer.Option(None, help="YAML/JSON compression config (options below override it)."),
-    model: Optional[str] = typer.Option(None, help="Zoo model to train first, e.g. lenet-w8a8."),
+    model: Optional[str] = typer.Option(None, **choices.MODEL.typer_args, help="Zoo model to train first."),
     checkpoint: Optional[Path] = typer.Option(None, help="Trained checkpoint to compress instead of --model."),
-    data: Optional[str] = typer.Option(None, help="digits (bundled), mnist, fashion-mnist, ..."),
+    data: Optional[str] = typer.Option(None, **choices.DATA.typer_args, help="Dataset."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     distill: Optional[Path] = typer.Option(None, help="Teacher checkpoint: distil every fine-tune (applied first)."),
     prune: Optional[str] = typer.Option(None, help="Structured pruning ratio in [0, 1), or one per layer: 0.5,0.75."),
-    prune_schedule: str = typer.Option("oneshot", help="oneshot or agp (gradual, Zhu & Gupta)."),
+    prune_schedule: str = typer.Option("oneshot", **choices.SCHEDULE.typer_args,
+                                       help="Pruning schedule (agp: gradual, Zhu & Gupta)."),
     input_bits: Optional[int] = typer.Option(None, help="Quantise the input to this many bits (applied last)."),
     technique: Optional[list[str]] = typer.Option(None, help='Any registered technique as JSON, repeatable: '
                                                   '\'{"name": "prune", "ratio": 0.5}\'.'),
@@ -293,8 +315,10 @@ def compress_cmd(
     base_epochs: Optional[int] = typer.Option(None, help="Training epochs of --model (default 20)."),
     lr: Optional[float] = typer.Option(None, help="Peak fine-tuning learning rate (default 0.01)."),
     seed: Optional[int] = typer.Option(None, help="Seed (default 0)."),
-    board: Optional[str] = typer.Option(None, help="Board of the FPGA estimate (default pynq-z2)."),
-    candidate: Optional[str] = typer.Option(None, help="none, estimate, or full (verify, package, CPU bench)."),
+    board: Optional[str] = typer.Option(None, **choices.BOARD.typer_args,
+                                        help="Board of the FPGA estimate (default pynq-z2)."),
+    candidate: Optional[str] = typer.Option(None, **choices.CANDIDATE.typer_args,
+                                            help="How far to take the candidate (full: verify, package, CPU bench)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (resumable; finished steps are reused)."),
     save_config: Optional[Path] = typer.Option(None, help="Write the resulting config here and stop."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch (default 1)."),
@@ -332,8 +356,19 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code) from None
 
 
-def main() -> None:
-    app()
+def main() -> int:
+    """Run the command line. A usage error (an unknown option, a value outside its set) is one line and
+    exit 2, as a bad option found later is; ``flows`` alone prints the help."""
+    try:
+        return app(standalone_mode=False) or 0
+    except typer.TyperException as exc:  # typer's (vendored) click errors: usage errors, Abort
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+        elif hasattr(exc, "format_message"):
+            typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        else:
+            typer.echo("error: aborted", err=True)
+        return getattr(exc, "exit_code", 1)
 
 
 if __name__ == "__main__":

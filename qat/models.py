@@ -22,7 +22,6 @@ quantiser -> QuantLinear(r->m), two matrix units with an integer interface for F
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from flows.errors import ConfigError
 from qat import cnv
 from qat.layers import PositiveScale
 from qat.quantizers import ActQuant, WeightQuant
+from qat.zoo import ARCH_NAMES, MAX_BITS, PRECISIONS, zoo_names  # noqa: F401 - PRECISIONS: qat.models.PRECISIONS
+from qat.zoo import NAME as _NAME
 
 # hidden layer widths per MLP architecture
 MLP_HIDDEN: dict[str, tuple[int, ...]] = {
@@ -42,10 +43,7 @@ MLP_HIDDEN: dict[str, tuple[int, ...]] = {
     "lfc": (1024, 1024, 1024),
     "lenet": (300, 100),
 }
-PRECISIONS = ("w1a1", "w1a2", "w2a2", "w4a4", "w8a8")
 DROPOUT = 0.2
-_NAME = re.compile(r"^(?P<arch>[a-z]+)-w(?P<w>\d+)a(?P<a>\d+)$")
-MAX_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,7 @@ ARCHS: dict[str, Arch] = {
     **{name: Arch(len(hidden) + 1, len(hidden), None) for name, hidden in MLP_HIDDEN.items()},
     "cnv": Arch(cnv.N_WEIGHT_LAYERS, cnv.N_ACT_LAYERS, cnv.IN_BITS),
 }
+assert tuple(ARCHS) == ARCH_NAMES, "qat.zoo names the architectures built here"
 SPEC_FIELDS = ("arch", "weight_bits", "act_bits", "in_bits", "widths", "ranks")
 RANK_ACT_BITS = 8  # activation quantiser between the two halves of a factorised layer
 
@@ -202,7 +201,7 @@ def load_model_config(path: str | Path) -> ModelSpec:
 
 
 def known_models() -> list[str]:
-    return [f"{arch}-{p}" for arch in ARCHS for p in PRECISIONS]
+    return zoo_names()
 
 
 def parse_model_name(name: str) -> ModelSpec:

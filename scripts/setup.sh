@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install qnn-flows and its stack into a virtual environment, in the order that
-# works (see README "Install"): torch first, the stack, finn-plus without its
-# stale brevitas pin, then this package.
+# works (docs/install.md): torch first, the stack and the test tools, finn-plus
+# without its stale brevitas pin, then this package (its dependencies are in by then).
 #   usage: scripts/setup.sh [VENV_DIR]      (default: .venv)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,8 +15,8 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
 echo "[setup] 1/4 torch (CPU build)"
 "${pip[@]}" -r "$root/requirements/torch.txt"
-echo "[setup] 2/4 QAT/FINN stack"
-"${pip[@]}" -r "$root/requirements/stack.txt" -r "$root/requirements/torch.txt"
+echo "[setup] 2/4 QAT/FINN stack, test tools"
+"${pip[@]}" -r "$root/requirements/stack.txt" -r "$root/requirements/dev.txt" -r "$root/requirements/torch.txt"
 echo "[setup] 3/4 finn-plus (--no-deps)"
 "${pip[@]}" --no-deps -r "$root/requirements/finn.txt"
 echo "[setup] 4/4 qnn-flows"

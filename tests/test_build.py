@@ -152,7 +152,7 @@ def test_bad_options_give_one_line_and_exit_code(tmp_path, args, code, words):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = flows_cli("--debug", "build", "--board", "zedboard", "--out", tmp_path / "run")
+    result = flows_cli("--debug", "build", "--target-fps", "-5", "--out", tmp_path / "run")
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
 
 
