@@ -348,10 +348,7 @@ def _run(fn) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    """Print the one error line, on a line of its own (progress bars an error cut short are closed first)."""
-    std = sys.modules.get("tqdm.std")
-    for bar in list(getattr(std.tqdm, "_instances", ())) if std else ():
-        bar.close()
+    """Print the one error line (training's progress display has closed itself: qat.progress)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code) from None
 

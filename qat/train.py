@@ -7,6 +7,7 @@ Checkpoints are written atomically and never overwritten silently.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 from flows.errors import ConfigError, ModelError, finite
 from qat.data import Dataset
 from qat.models import DROPOUT, ModelSpec, build_model
+from qat.progress import TrainProgress
 
 CHECKPOINT_FORMAT = "qnn-flows-checkpoint/1"
 
@@ -240,23 +242,23 @@ def train(spec: ModelSpec, ds: Dataset, cfg: TrainConfig, *, progress: bool = Tr
     if resume:
         done, seconds, history = _restore(state_path, spec, ds, cfg, model, opt, sched)
     x, y = as_tensor(ds.train.images).to(cfg.device), torch.from_numpy(np.array(ds.train.labels)).to(cfg.device)
-    bar = _epoch_bar(cfg.epochs, done, progress, spec.name)
-    for epoch in range(done + 1, cfg.epochs + 1):
-        start = time.perf_counter()
-        loss, train_acc = _train_epoch(model, opt, sched, x, y, cfg.batch_size, progress, cfg.shift, hooks)
-        test_acc = accuracy(model, ds.test.images, ds.test.labels)
-        seconds += time.perf_counter() - start
-        history.append({"epoch": epoch, "loss": round(loss, 5), "train_accuracy": round(train_acc, 5),
-                        "test_accuracy": test_acc, "seconds": round(seconds, 2)})
-        _report_epoch(bar, history[-1], cfg.epochs)
-        if state_path is not None:
-            _checkpoint(spec, ds, cfg, model, {"epochs_done": epoch, "history": history},
-                        {"epoch": epoch, "seconds": seconds, "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "rng": _rng_state(cfg.device)}).save(state_path, overwrite=True)
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
-    if bar is not None:
-        bar.close()
+    with TrainProgress(spec.name, cfg.epochs, done) if progress else contextlib.nullcontext() as bars:
+        for epoch in range(done + 1, cfg.epochs + 1):
+            start = time.perf_counter()
+            loss, train_acc = _train_epoch(model, opt, sched, x, y, cfg.batch_size, bars, cfg.shift, hooks)
+            test_acc = accuracy(model, ds.test.images, ds.test.labels)
+            seconds += time.perf_counter() - start
+            history.append({"epoch": epoch, "loss": round(loss, 5), "train_accuracy": round(train_acc, 5),
+                            "test_accuracy": test_acc, "seconds": round(seconds, 2)})
+            if bars is not None:
+                bars.epoch_done(_epoch_line(history[-1], cfg.epochs))
+            if state_path is not None:
+                _checkpoint(spec, ds, cfg, model, {"epochs_done": epoch, "history": history},
+                            {"epoch": epoch, "seconds": seconds, "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "rng": _rng_state(cfg.device)}).save(state_path,
+                                                                                                   overwrite=True)
+            if on_epoch is not None:
+                on_epoch(epoch, history[-1])
     model.eval()
     metrics = {"test_accuracy": accuracy(model, ds.test.images, ds.test.labels),
                "train_seconds": round(seconds, 2), "epochs_done": cfg.epochs, "history": history}
@@ -337,29 +339,9 @@ def _restore(path: Path, spec, ds, cfg, model, opt, sched) -> tuple[int, float, 
     return int(last.resume["epoch"]), float(last.resume["seconds"]), list(last.metrics.get("history", []))
 
 
-def _epoch_bar(n: int, done: int, progress: bool, name: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=n, initial=done, desc=f"train {name}", unit="epoch", leave=False)
-
-
-def _report_epoch(bar, h: dict, epochs: int) -> None:
-    if bar is None:
-        return
-    bar.update(1)
-    bar.set_postfix(loss=f"{h['loss']:.3f}", test=f"{100 * h['test_accuracy']:.2f}%")
-    bar.write(f"epoch {h['epoch']}/{epochs}: loss {h['loss']:.4f}, train {100 * h['train_accuracy']:.2f}%, "
-              f"test {100 * h['test_accuracy']:.2f}%, {h['seconds']:.1f} s")
-
-
-def _batch_bar(n: int, progress: bool):
-    if not progress:
-        return range(0, n)
-    from tqdm.auto import tqdm
-
-    return tqdm(range(0, n), unit="batch", leave=False, mininterval=2.0)
+def _epoch_line(h: dict, epochs: int) -> str:
+    return (f"epoch {h['epoch']}/{epochs}: loss {h['loss']:.4f}, train {100 * h['train_accuracy']:.2f}%, "
+            f"test {100 * h['test_accuracy']:.2f}%, {h['seconds']:.1f} s")
 
 
 def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
@@ -375,12 +357,14 @@ def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 def _train_epoch(model, opt, sched, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 progress: bool = False, shift: int = 0, hooks: TrainHooks = TrainHooks()) -> tuple[float, float]:
+                 bars: TrainProgress | None = None, shift: int = 0,
+                 hooks: TrainHooks = TrainHooks()) -> tuple[float, float]:
     """One pass over (x, y) in shuffled batches; returns (mean loss, train accuracy in train mode)."""
     model.train()
     perm = torch.randperm(len(x), device=x.device)
     total_loss, correct = 0.0, 0
-    for b in _batch_bar(-(-len(x) // batch_size), progress):
+    n = -(-len(x) // batch_size)
+    for b in bars.batches(n) if bars is not None else range(n):
         idx = perm[b * batch_size:(b + 1) * batch_size]
         opt.zero_grad()
         images = random_shift(x[idx], shift)
