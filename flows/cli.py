@@ -286,6 +286,9 @@ def search_cmd(
 def _search(model: str, options: dict) -> None:
     from rich.console import Console
 
+    from flows.errors import require_package
+
+    require_package("optuna", "install the search extra: pip install 'qnn-flows[search]'")
     from flows.search import SearchConfig, search
 
     console = Console(stderr=True)

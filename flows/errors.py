@@ -32,7 +32,8 @@ class ModelError(FlowsError):
 
 
 class ToolMissingError(FlowsError):
-    """A step needs a tool (Vivado, Vitis HLS, a board) that is not installed here."""
+    """What the command needs is not on this machine: a Python package installed apart (finn-plus) or
+    as an extra (optuna), a CUDA GPU asked for, a board or tool every benchmark target needed."""
 
     exit_code = 5
 
@@ -83,6 +84,14 @@ def finite(name: str, value, *, positive: bool = False, minimum: float | None = 
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be at least {minimum:g}, got {value:g}")
     return value
+
+
+def require_package(module: str, install: str) -> None:
+    """ToolMissingError (exit 5) unless ``module`` can be imported; ``install`` says how to get it."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ToolMissingError(f"Python package '{module}' is not installed; {install}")
 
 
 def read_yaml(path, what: str):

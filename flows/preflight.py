@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.errors import ConfigError, DatasetError
+from flows.errors import ConfigError, DatasetError, require_package
 
 LOCK_NAME = ".lock"
 HOLDER_NAME = ".lock.json"  # who holds the lock: pid, host, command, start time
@@ -42,6 +42,7 @@ def check_build(build) -> None:
     from flows.steps import check_onnx_file
 
     cfg = build.cfg
+    require_package("finn", "install finn-plus with `pip install --no-deps finn-plus==1.6.1` (docs/install.md)")
     check_board_for_finn(build.board)
     if cfg.onnx and cfg.from_step in (None, "train", "export"):
         model = check_onnx_file(Path(cfg.onnx))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from flows.errors import ConfigError, ModelError, finite
+from flows.errors import ConfigError, ModelError, ToolMissingError, finite
 from qat.data import Dataset
 from qat.models import DROPOUT, ModelSpec, build_model
 from qat.progress import TrainProgress
@@ -298,7 +298,9 @@ def check_device(device: str) -> None:
     if not device.startswith("cuda"):
         raise ConfigError(f"unknown device '{device}'; use cpu or cuda (cuda:N)")
     if not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+        raise ToolMissingError(f"--device {device} asked for, but PyTorch sees no CUDA GPU here"
+                               f"{' (a CPU-only build of torch)' if torch.version.cuda is None else ''}; "
+                               "use --device cpu")
 
 
 def last_path(out: Path) -> Path:

@@ -278,3 +278,18 @@ def test_ctrl_c_during_a_build_prints_one_line_and_exits_130(tmp_path):
     line = one_error_line(stderr)
     assert "interrupted during step 'train'" in line and "--from train" in line
     assert not (run / "00_train.partial").exists() and (run / "config.json").is_file()
+
+
+# -- missing tools (exit 5) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module, args, words", [
+    ("finn", ["build"], ["'finn' is not installed", "pip install --no-deps finn-plus==1.6.1"]),
+    ("optuna", ["search"], ["'optuna' is not installed", "qnn-flows[search]"]),
+], ids=["finn-plus", "optuna"])
+def test_a_missing_package_is_a_missing_tool(tmp_path, module, args, words):
+    hide = f"import sys; sys.modules[{module!r}] = None; from flows.cli import main; sys.exit(main())"
+    result = subprocess.run([sys.executable, "-c", hide, *args, "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300)
+    fails_with(result, 5, *words)
+    assert no_step_ran(tmp_path / "run")

@@ -84,7 +84,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("args, code, words", [
     (["train", "--model", "cnv-w1a1", "--data", "digits"], 2, "cnv needs images of at least 32x32"),
-    (["train", "--device", "cuda:7"], 2, "--device"),
+    (["train", "--device", "cuda:7"], 5, "--device"),
     (["train", "--resume", "--out", "{tmp}/x.pt"], 2, "nothing to resume"),
     (["train", "--data", "mnist"], 2, "needs --data-dir"),
     (["train", "--model", "xfc-w1a1"], 2, "unknown model"),
