@@ -118,7 +118,7 @@ class SetExactInputThresholds(Transformation):
     """Make the input quantiser bit-exact with QONNX on every possible integer input.
 
     QONNX ``Quant`` rounds half to even; FINN's thresholds count ``x >= t``, so an
-    input that lands exactly on a .5 tie quantises differently (FIELD-NOTES). The
+    input that lands exactly on a .5 tie quantises differently (docs/equivalence.md). The
     graph input is integer (an image's 0..pixel_max, or any integer input datatype),
     so the quantiser is a function of the input values: ``counts[p]`` is the number
     of thresholds QONNX's own execution passes for the p-th input value. This rewrite evaluates the graph up to

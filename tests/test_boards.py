@@ -5,7 +5,7 @@ import boards
 from boards import list_boards, load_board
 from flows.errors import ConfigError
 
-# FIELD-NOTES' table: part, LUT, FF, BRAM36, DSP, AXI HP width
+# docs/boards.md (FINN's part map, vendor resource data): part, LUT, FF, BRAM36, DSP, AXI HP width
 EXPECTED = {
     "pynq-z1": ("xc7z020clg400-1", 53200, 106400, 140, 220, 64),
     "pynq-z2": ("xc7z020clg400-1", 53200, 106400, 140, 220, 64),
