@@ -154,35 +154,6 @@ class IOSpec:
             ) from None
         return cls.from_dict(raw)
 
-    @classmethod
-    def from_finn(cls, io_shape_dict: Mapping[str, Any]) -> IOSpec:
-        """From FINN's ``io_shape_dict`` (settings.json, MakePYNQDriver),
-        for an accelerator with one input and one output."""
-
-        def port(prefix: str, dt_key: str) -> dict:
-            keys = [dt_key] + [f"{prefix}shape_{kind}" for kind in ("normal", "folded", "packed")]
-            for key in keys:
-                if key not in io_shape_dict:
-                    raise IOSpecError(
-                        f"FINN io_shape_dict lacks {key!r}; pass the build's settings"
-                    )
-                if len(io_shape_dict[key]) != 1:
-                    raise IOSpecError(
-                        f"FINN io_shape_dict {key!r} has {len(io_shape_dict[key])} entries; "
-                        "only one input and one output are supported"
-                    )
-            name = str(io_shape_dict[dt_key][0])
-            if name.startswith("DataType["):  # FINN writes "DataType['UINT8']"
-                name = name[len("DataType[") : -1].strip("'\"")
-            return {
-                "datatype": name,
-                "normal_shape": io_shape_dict[keys[1]][0],
-                "folded_shape": io_shape_dict[keys[2]][0],
-                "packed_shape": io_shape_dict[keys[3]][0],
-            }
-
-        return cls.from_dict({"input": port("i", "idt"), "output": port("o", "odt")})
-
     def to_dict(self) -> dict:
         return {"input": self.input.to_dict(), "output": self.output.to_dict()}
 

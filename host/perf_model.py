@@ -253,16 +253,6 @@ class PerfModel:
                    IOStream.dma(port_out, axi_width_bits, efficiency, "output"), overhead_s)
 
     @classmethod
-    def from_io(cls, layers: Iterable[LayerCycles], clock_mhz: float, in_bytes: int, out_bytes: int,
-                axi_width_bits: int, overhead_s: float = DEFAULT_OVERHEAD_S,
-                efficiency: float = DMA_EFFICIENCY) -> PerfModel:
-        """From whole bytes per image (stream words unknown) and the AXI port width."""
-        if in_bytes < 1 or out_bytes < 1:
-            raise HostError(f"bytes per image ({in_bytes}, {out_bytes}) must be >= 1")
-        return cls.from_ports(layers, clock_mhz, Port(8 * in_bytes), Port(8 * out_bytes), axi_width_bits,
-                              overhead_s, efficiency)
-
-    @classmethod
     def from_estimate(cls, estimate: Mapping[str, Any], overhead_s: float = DEFAULT_OVERHEAD_S) -> PerfModel:
         """From a build's estimate report (report.json's ``estimate``). Reports that predate the
         model's DMA terms (only io_*_cycles) keep one beat per cycle and block layers."""
@@ -390,10 +380,6 @@ class PerfModel:
         return self.batch_seconds(1)
 
     @property
-    def fabric_latency_s(self) -> float:
-        return self.latency_cycles / (self.clock_mhz * 1e6)
-
-    @property
     def peak_images_per_second(self) -> float:
         """The limit for large batches: f_clk / II."""
         return self.clock_mhz * 1e6 / self.ii_cycles
@@ -403,19 +389,6 @@ class PerfModel:
         f = self.clock_mhz * 1e6
         return ([("DMA in", self.io_in.cycles / f)] + [(l.name, l.interval / f) for l in self.layers]
                 + [("DMA out", self.io_out.cycles / f)])
-
-    def summary(self, batches: Sequence[int] = (1, 16, 256, 10000)) -> dict:
-        """Plain-data description, every figure labelled modelled, each with the term that set it."""
-        return {"label": LABEL, "clock_mhz": self.clock_mhz, "ii_cycles": self.ii_cycles, "binding": self.binding,
-                "ii_why": self.ii_why, "latency_cycles": self.latency_cycles, "latency_why": self.latency_why,
-                "fill_cycles": self.fill_cycles, "overhead_s": self.overhead_s,
-                "dma_in_cycles": self.io_in.cycles, "dma_out_cycles": self.io_out.cycles,
-                "latency_s": self.latency_s, "peak_images_per_second": self.peak_images_per_second,
-                "layers": [l.to_dict() for l in self.layers],
-                "timeline": [{"stage": s.stage, "first": s.first, "last": s.last, "why": s.why}
-                             for s in self.timeline],
-                "batches": {str(n): {"seconds": self.batch_seconds(n), "images_per_second": self.images_per_second(n)}
-                            for n in batches}}
 
 
 def dma_bound_exp_cycles(io_in: IOStream, io_out: IOStream, depth: int = LAYER_DEPTH_CYCLES) -> int:

@@ -156,12 +156,6 @@ def ports(model) -> tuple[pm.Port, pm.Port]:
     return port_in, port_out
 
 
-def io_bytes(model) -> tuple[int, int]:
-    """Bytes per image into and out of the design: elements x bits, packed, rounded up."""
-    port_in, port_out = ports(model)
-    return math.ceil(port_in.bits / 8), math.ceil(port_out.bits / 8)
-
-
 def dma_bound_exp_cycles(model, board: Board) -> int:
     """The folding rule's target: the slowest FINN layer estimate that does not bind before the
     IO DMA, for the packed payload of the graph's input and output datatypes (what the DMA moves

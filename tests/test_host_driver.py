@@ -100,23 +100,6 @@ def test_bad_values_are_named(port, field, value, message):
         IOSpec.from_dict(raw)
 
 
-def test_spec_from_finn_io_shape_dict():
-    finn = {  # as MakePYNQDriver writes it into settings.json
-        "idt": ["DataType['UINT8']"],
-        "odt": ["DataType['INT16']"],
-        "ishape_normal": [[1, 784]],
-        "oshape_normal": [[1, 10]],
-        "ishape_folded": [[1, 49, 16]],
-        "oshape_folded": [[1, 1, 10]],
-        "ishape_packed": [[1, 49, 16]],
-        "oshape_packed": [[1, 1, 20]],
-    }
-    assert IOSpec.from_finn(finn) == IOSpec.from_dict(MLP)
-    del finn["oshape_packed"]
-    with pytest.raises(IOSpecError, match="lacks 'oshape_packed'"):
-        IOSpec.from_finn(finn)
-
-
 # -- Accelerator ----------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 from host.driver import Accelerator, IOSpec
 from host.errors import IOSpecError
 from host.executor import Executor
-from host.perf_model import DMA_EFFICIENCY, LayerCycles, PerfModel
+from host.perf_model import DMA_EFFICIENCY, LayerCycles, PerfModel, Port
 from host.sim import SimBackend
 
 DESIGN = Path(__file__).resolve().parent.parent / "fixtures" / "executor_tfc_w2a2"
@@ -37,7 +37,8 @@ def executor():
 def test_accelerator_over_sim_backend_matches_the_executor(executor):
     with np.load(DESIGN / "vectors.npz") as npz:
         inputs = npz["inputs"]
-    model = PerfModel.from_io([LayerCycles(d["name"], 8) for d in executor.describe()], 100.0, 64, 1, 64)
+    model = PerfModel.from_ports([LayerCycles(d["name"], 8) for d in executor.describe()], 100.0, Port(64 * 8),
+                               Port(8), 64)
     backend = SimBackend(executor, model)
     accel = Accelerator(design_spec(executor), backend)
     out = accel.execute(inputs.reshape(len(inputs), -1))
@@ -47,7 +48,7 @@ def test_accelerator_over_sim_backend_matches_the_executor(executor):
 
 
 def test_accelerator_refuses_a_wrong_shape(executor):
-    model = PerfModel.from_io([LayerCycles("l", 8)], 100.0, 64, 1, 64)
+    model = PerfModel.from_ports([LayerCycles("l", 8)], 100.0, Port(64 * 8), Port(8), 64)
     accel = Accelerator(design_spec(executor), SimBackend(executor, model))
     with pytest.raises(IOSpecError):
         accel.execute(np.zeros((4, 1, 63), dtype=np.uint8))
@@ -57,7 +58,7 @@ def test_perf_model_lands_within_10_percent_of_finns_measurement():
     # FINN's tutorial folding: input thresholds (PE 49 -> 16 cycles), four MVAUs 64/64/64/8, label select 10
     layers = [LayerCycles("Thresholding", 16), LayerCycles("MVAU_0", 64), LayerCycles("MVAU_1", 64),
               LayerCycles("MVAU_2", 64), LayerCycles("MVAU_3", 8), LayerCycles("LabelSelect", 10)]
-    model = PerfModel.from_io(layers, 100.0, 784, 1, 64)
+    model = PerfModel.from_ports(layers, 100.0, Port(784 * 8), Port(8), 64)
     # the input DMA binds: 784 B = 98 beats of 8 B, at the IODMA's measured efficiency
     assert model.binding == "input DMA" and model.ii_cycles == pytest.approx(98 / DMA_EFFICIENCY)
     assert abs(model.images_per_second(10000) / FINN_TFC_W1A1_PYNQ_Z1 - 1) < 0.10
