@@ -23,7 +23,7 @@ class OneOf:
         self.values = tuple(values)
         self.also = also
         self.metavar = metavar or "[" + "|".join(self.values) + (f"|{also_text}" if also_text else "") + "]"
-        self.known = known or ", ".join(self.values) + (f", or {also_text}" if also_text else "")
+        self.known = known or "known: " + ", ".join(self.values) + (f", or {also_text}" if also_text else "")
 
     @property
     def typer_args(self) -> dict:
@@ -33,7 +33,7 @@ class OneOf:
     def __call__(self, value: str) -> str:
         if value in self.values or (self.also is not None and self.also(value)):
             return value
-        raise typer.BadParameter(f"unknown {self.what} '{value}'; known: {self.known}")
+        raise typer.BadParameter(f"unknown {self.what} '{value}'; {self.known}")
 
 
 class ListOf(OneOf):
@@ -61,7 +61,7 @@ def _models() -> OneOf:
 
     return OneOf("model", zoo_names(), is_model_name,
                  metavar=f"[{'|'.join(ARCH_NAMES)}]-[{'|'.join(PRECISIONS)}]",
-                 known=f"{', '.join(zoo_names()[:2])}, ...: <arch>-w<N>a<M> with arch {', '.join(ARCH_NAMES)} "
+                 known=f"known: {', '.join(zoo_names()[:2])}, ...: <arch>-w<N>a<M> with arch {', '.join(ARCH_NAMES)} "
                        f"and N, M in 1..{MAX_BITS} (the zoo: {', '.join(PRECISIONS)})")
 
 
@@ -69,7 +69,7 @@ def _search_models() -> OneOf:
     from qat.zoo import MLP_ARCHS, is_model_name
 
     return OneOf("architecture", MLP_ARCHS, lambda v: v.split("-")[0] in MLP_ARCHS and is_model_name(v),
-                 "<arch>-w<N>a<M>", known=f"{', '.join(MLP_ARCHS)}, or a zoo name of one (lfc-w1a1)")
+                 "<arch>-w<N>a<M>", known=f"searchable: {', '.join(MLP_ARCHS)}, or a zoo name of one (lfc-w1a1)")
 
 
 def _datasets() -> OneOf:

@@ -54,7 +54,7 @@ def test_build_help_lists_the_closed_sets():
 @pytest.mark.parametrize("args, words", [
     (["train", "--data", "imagenet"], ["--data", "unknown dataset 'imagenet'", "mnist"]),
     (["search", "--sampler", "cmaes"], ["--sampler", "unknown sampler 'cmaes'", "nsga2"]),
-    (["search", "--model", "cnv"], ["--model", "unknown architecture 'cnv'", "lenet"]),
+    (["search", "--model", "cnv"], ["--model", "unknown architecture 'cnv'", "searchable: tfc, sfc, lfc, lenet"]),
     (["compress", "--prune-schedule", "cubic"], ["unknown prune schedule 'cubic'", "agp"]),
     (["bench", "run", "--targets", "cpu-brevitas,tpu"], ["--targets", "unknown target 'tpu'", "fpga-sim"]),
     (["build", "--no-such-option"], ["No such option: --no-such-option"]),
