@@ -286,7 +286,9 @@ def test_ctrl_c_during_a_build_prints_one_line_and_exits_130(tmp_path):
 @pytest.mark.parametrize("module, args, words", [
     ("finn", ["build"], ["'finn' is not installed", "pip install --no-deps finn-plus==1.6.1"]),
     ("optuna", ["search"], ["'optuna' is not installed", "qnn-flows[search]"]),
-], ids=["finn-plus", "optuna"])
+    ("torch_pruning", ["compress", "--model", "tfc-w1a1", "--prune", "0.5"], ["'torch_pruning' is not installed",
+                                                                             "qnn-flows[compress]"]),
+], ids=["finn-plus", "optuna", "torch-pruning"])
 def test_a_missing_package_is_a_missing_tool(tmp_path, module, args, words):
     hide = f"import sys; sys.modules[{module!r}] = None; from flows.cli import main; sys.exit(main())"
     result = subprocess.run([sys.executable, "-c", hide, *args, "--out", str(tmp_path / "run")],

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from flows.errors import ConfigError
+from flows.errors import ConfigError, require_package
 from qat.compress.base import CompressContext, Technique, register
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class StructuredPrune(Technique):
         return self.ratio if isinstance(self.ratio, tuple) else (self.ratio,) * n
 
     def check(self, spec: "ModelSpec", data: "DatasetInfo") -> None:
+        require_package("torch_pruning", "install the compress extra: pip install 'qnn-flows[compress]'")
         widths = spec.layer_widths
         ratios = self.ratio if isinstance(self.ratio, tuple) else (self.ratio,)
         if isinstance(self.ratio, tuple) and len(self.ratio) != len(widths):
