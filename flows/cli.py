@@ -255,7 +255,7 @@ def search_cmd(
     model: str = typer.Option("tfc", **choices.SEARCH_MODEL.typer_args, help="Architecture to search, or a zoo "
                               "name (its architecture)."),
     board: str = typer.Option("pynq-z2", **choices.BOARD.typer_args, help="Target board: a name, or a board file."),
-    data: str = typer.Option("digits", **choices.DATA.typer_args, help="Dataset (an MLP's: not digits32, cifar10)."),
+    data: str = typer.Option("digits", **choices.DATA.typer_args, help="Dataset (digits is bundled)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_accuracy: float = typer.Option(0.9, help="Accuracy a design must reach (validation split), e.g. 0.98."),
