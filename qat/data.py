@@ -8,7 +8,7 @@ Contract:
 * Arrays are cached in memory (never on disk) and are **read-only**, because every
   caller of the same dataset shares them; copy before modifying in place.
 * Every problem (missing, truncated, corrupt or tampered file, unknown name) raises
-  :class:`flows.errors.DatasetError` with one line naming the file, what is wrong
+  :class:`host.errors.DatasetError` with one line naming the file, what is wrong
   and what to do. No ``OSError``/``EOFError``/``zlib.error``/pickle error escapes.
 
 Only numpy and scikit-learn are imported here: no torch.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.errors import DatasetError
+from host.errors import DatasetError
 
 DATASETS: tuple[str, ...] = ("digits", "digits32", "mnist", "fashion-mnist", "cifar10")
 BUNDLED: tuple[str, ...] = ("digits", "digits32")  # need no data dir

@@ -30,7 +30,7 @@ import torch
 from brevitas.nn import QuantIdentity, QuantLinear
 from torch import nn
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat import cnv
 from qat.layers import PositiveScale
 from qat.quantizers import ActQuant, WeightQuant
@@ -196,7 +196,7 @@ def check_ranks(spec: "ModelSpec", in_features: int, num_classes: int) -> None:
 
 def load_model_config(path: str | Path) -> ModelSpec:
     """Read a model config (YAML or JSON) into a validated spec."""
-    from flows.errors import read_yaml
+    from qat.config_file import read_yaml
 
     return ModelSpec.from_dict(read_yaml(path, "model config"), source=f"model config {path}")
 

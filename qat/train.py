@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from flows.errors import ConfigError, ModelError, finite
+from host.errors import ConfigError, ModelError, finite
 from qat.data import Dataset
 from qat.models import DROPOUT, ModelSpec, build_model
 

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.compress.base import Technique, load_techniques, technique_from_dict
 
 CANDIDATE_LEVELS = ("none", "estimate", "full")
@@ -114,7 +114,7 @@ class CompressConfig:
 
 def load_config(path: str | Path, **overrides) -> CompressConfig:
     """Read a YAML/JSON compression config; ``overrides`` (non-None) replace its fields."""
-    from flows.errors import read_yaml
+    from qat.config_file import read_yaml
 
     data = read_yaml(path, "compression config")
     if isinstance(data, dict):
