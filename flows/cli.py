@@ -118,14 +118,9 @@ def _model_spec(model: str, model_config: Optional[Path]):
 
 
 def _load_data(data: str, data_dir: Optional[Path], verify: bool):
-    from flows.config import DATASETS
-    from flows.errors import ConfigError
-    from qat.data import BUNDLED, load_dataset
+    from qat.data import check_data_option, load_dataset
 
-    if data not in DATASETS:
-        raise ConfigError(f"unknown dataset '{data}'; known: {', '.join(DATASETS)}")
-    if data not in BUNDLED and data_dir is None:
-        raise ConfigError(f"--data {data} needs --data-dir DIR holding its files")
+    check_data_option(data, data_dir)
     return load_dataset(data, data_dir, verify=verify)
 
 

@@ -34,6 +34,7 @@ from host.errors import ConfigError
 from qat import cnv
 from qat.layers import PositiveScale
 from qat.quantizers import ActQuant, WeightQuant
+from qat.train_config import DROPOUT
 
 # hidden layer widths per MLP architecture
 MLP_HIDDEN: dict[str, tuple[int, ...]] = {
@@ -43,7 +44,6 @@ MLP_HIDDEN: dict[str, tuple[int, ...]] = {
     "lenet": (300, 100),
 }
 PRECISIONS = ("w1a1", "w1a2", "w2a2", "w4a4", "w8a8")
-DROPOUT = 0.2
 _NAME = re.compile(r"^(?P<arch>[a-z]+)-w(?P<w>\d+)a(?P<a>\d+)$")
 MAX_BITS = 8
 

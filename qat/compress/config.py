@@ -61,12 +61,9 @@ class CompressConfig:
                 raise ConfigError(f"compress: option '{name}' must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or not 0 <= self.dropout < 1:
             raise ConfigError(f"compress: option 'lr' must be > 0 and 'dropout' in [0, 1), got {self.lr}, {self.dropout}")
-        from qat.data import BUNDLED, DATASETS
+        from qat.data import check_data_option
 
-        if self.data not in DATASETS:
-            raise ConfigError(f"compress: unknown --data {self.data!r}; known: {', '.join(DATASETS)}")
-        if self.data not in BUNDLED and self.data_dir is None:
-            raise ConfigError(f"compress: --data {self.data} needs --data-dir DIR holding its files")
+        check_data_option(self.data, self.data_dir, prefix="compress: ")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
