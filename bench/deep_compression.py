@@ -29,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from host.results import markdown_table  # noqa: E402
+
 PAPER = {"dense_kb": 1070, "compressed_kb": 27, "ratio": 40, "dense_error": 1.64, "error": 1.58}
 TARGET_RATIO, TARGET_ERROR = 40.0, 1.6
 
@@ -168,26 +170,24 @@ def main(argv=None) -> int:
 def markdown(r: dict) -> str:
     lines = ["# Deep Compression, LeNet-300-100 on MNIST", "",
              f"Model: {r['model']}; reference: {r['reference']}. Error: measured (PyTorch, 10,000 test images). "
-             "Bytes: computed exactly from the quantised weights (qat.compress.storage).", "",
-             "| step | encoding | test error | bytes | vs float32 | nonzero weights |", "|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        lines.append(f"| {row['step']} | {row['encoding']} | {row['error_percent']:.2f}% | {row['bytes']:,} | "
-                     f"{row['ratio']:.1f}x | {row['nonzeros']:,} |")
+             "Bytes: computed exactly from the quantised weights (qat.compress.storage).", ""]
+    lines += markdown_table(["step", "encoding", "test error", "bytes", "vs float32", "nonzero weights"],
+                            [[row["step"], row["encoding"], f"{row['error_percent']:.2f}%", f"{row['bytes']:,}",
+                              f"{row['ratio']:.1f}x", f"{row['nonzeros']:,}"] for row in r["rows"]])
     p = r["paper"]
     lines += ["", f"Paper (Han et al.): {p['dense_kb']} KB -> {p['compressed_kb']} KB ({p['ratio']}x), error "
               f"{p['dense_error']}% -> {p['error']}%. Target here: >= {r['target']['ratio']:.0f}x at <= "
               f"{r['target']['error_percent']}% error: ratio {'met' if r['met']['ratio'] else 'MISSED'}, "
               f"error {'met' if r['met']['error'] else 'MISSED'}.", "",
-              "Per layer (final model):", "", "| layer | shape | nonzeros | shared values | Huffman bytes | run bits |",
-              "|---|---|---|---|---|---|"]
-    for layer, share in zip(r["rows"][-1]["layers"], r["sharing"]["layers"]):
-        lines.append(f"| {layer['layer']} | {layer['shape']} | {layer['nonzeros']:,} | {share['shared_values']} | "
-                     f"{layer['bytes']['shared_huffman']:,} | {layer['run_bits']['shared_huffman']} |")
-    lines += ["", f"CPU, dense vs CSR sparse matmul per layer ({r['cpu_sparse']['label']}):", "",
-              "| layer | batch | density | dense us | CSR us | speedup |", "|---|---|---|---|---|---|"]
-    for c in r["cpu_sparse"]["layers"]:
-        lines.append(f"| {c['layer']} | {c['batch']} | {c['density']:.3f} | {c['dense_us']} | {c['csr_us']} | "
-                     f"{c['speedup']}x |")
+              "Per layer (final model):", ""]
+    lines += markdown_table(["layer", "shape", "nonzeros", "shared values", "Huffman bytes", "run bits"],
+                            [[layer["layer"], layer["shape"], f"{layer['nonzeros']:,}", share["shared_values"],
+                              f"{layer['bytes']['shared_huffman']:,}", layer["run_bits"]["shared_huffman"]]
+                             for layer, share in zip(r["rows"][-1]["layers"], r["sharing"]["layers"])])
+    lines += ["", f"CPU, dense vs CSR sparse matmul per layer ({r['cpu_sparse']['label']}):", ""]
+    lines += markdown_table(["layer", "batch", "density", "dense us", "CSR us", "speedup"],
+                            [[c["layer"], c["batch"], f"{c['density']:.3f}", c["dense_us"], c["csr_us"],
+                              f"{c['speedup']}x"] for c in r["cpu_sparse"]["layers"]])
     lines += ["", f"FPGA effect: pruning: {r['sparsity']['fpga_effect']}. Sharing: {r['sharing']['fpga_effect']}."]
     for share in r["sharing"]["layers"]:
         lines.append(f"- {share['layer']}: {share['finn_effect']}")

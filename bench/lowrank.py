@@ -21,6 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from host.results import markdown_table  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -94,18 +96,17 @@ def main(argv=None) -> int:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# Low-rank factorisation: {Path(r['checkpoint']).name} on {r['data']}", "", r["label"] + ".", "",
-             "| layer | shape (m x n) | rank | weights mn | weights r(m+n) | smaller |", "|---|---|---|---|---|---|"]
-    for l in r["layers"]:
-        lines.append(f"| {l['layer']} | {l['shape'][0]} x {l['shape'][1]} | {l['rank']} | {l['weights_dense']:,} | "
-                     f"{l['weights_factorised']:,} | {'yes' if l['smaller'] else 'no'} |")
-    lines += ["", "| model | accuracy | matrix units | cycles/image | latency (cycles) | bound | LUT | BRAM18 | verified |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for name in ("original", "factorised"):
-        m = r[name]
-        lines.append(f"| {name} | {100 * m['accuracy']:.2f}% | {m['matrix_units']} | {m['cycles_per_image']:,} | "
-                     f"{m['latency_cycles']:,} | {m['bound']} | {m['lut']:,.0f} | {m['bram18']:,.0f} | "
-                     f"{'yes' if m['verified'] else 'NO'} ({m['images']:,}) |")
+    lines = [f"# Low-rank factorisation: {Path(r['checkpoint']).name} on {r['data']}", "", r["label"] + ".", ""]
+    lines += markdown_table(["layer", "shape (m x n)", "rank", "weights mn", "weights r(m+n)", "smaller"],
+                            [[l["layer"], f"{l['shape'][0]} x {l['shape'][1]}", l["rank"], f"{l['weights_dense']:,}",
+                              f"{l['weights_factorised']:,}", "yes" if l["smaller"] else "no"] for l in r["layers"]])
+    lines.append("")
+    lines += markdown_table(["model", "accuracy", "matrix units", "cycles/image", "latency (cycles)", "bound", "LUT",
+                             "BRAM18", "verified"],
+                            [[name, f"{100 * m['accuracy']:.2f}%", m["matrix_units"], f"{m['cycles_per_image']:,}",
+                              f"{m['latency_cycles']:,}", m["bound"], f"{m['lut']:,.0f}", f"{m['bram18']:,.0f}",
+                              f"{'yes' if m['verified'] else 'NO'} ({m['images']:,})"]
+                             for name, m in ((name, r[name]) for name in ("original", "factorised"))])
     change = r["factorised"]["latency_cycles"] - r["original"]["latency_cycles"]
     units = r["factorised"]["matrix_unit_cycles"]
     seconds = [units[l["layer"] + k + 1] for k, l in enumerate(r["layers"])]  # each factorised layer's second half

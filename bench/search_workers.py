@@ -72,7 +72,7 @@ def run(args, workers: int) -> dict:
 
 
 def main(argv=None) -> None:
-    from host.bench import environment, machine_label
+    from host.results import environment, machine_label
 
     args = parse_args(argv)
     one, two = run(args, 1), run(args, 2)

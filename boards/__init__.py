@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from flows.errors import ConfigError, finite
+from host.errors import ConfigError, finite
 
 BOARD_DIR = Path(__file__).parent
 

@@ -1,25 +1,20 @@
 """Benchmark targets built from one trained model, for ``flows bench`` (build machine).
 
-Each is a ``host.bench.Target``: ``run(images) -> top-1 predictions`` on the
+Each is a ``host.timing.Target``: ``run(images) -> top-1 predictions`` on the
 package's test vectors (the accelerator's uint8 inputs, reshaped here to the
-model's (C, H, W) raw pixels):
+model's (C, H, W) raw pixels). Targets are registered: a function decorated
+with ``@target(name)`` builds one from its name and a `Context` (the package, the
+checkpoint, the machine label), its docstring's first line describes it, and
+``TARGETS`` (name -> `TargetKind`, in registration order) is what ``flows
+bench --targets`` accepts. Adding a target is one decorated function, here or
+in a module imported before the bench runs. `describe()` lists them.
 
-- ``cpu-torch-float``: a plain float ``nn.Sequential`` equivalent to the
-  Brevitas model: Linear/Conv2d with the *dequantised* quantised weights,
-  BatchNorm as is, each activation quantiser as the float op it computes
-  (binary: ``scale * (x >= 0 ? 1 : -1)``; n-bit narrow signed:
-  ``clamp(round(x / scale), -(2^(n-1)-1), 2^(n-1)-1) * scale``, torch.round
-  being half-to-even as Brevitas'), then the final positive scale.
-- ``cpu-brevitas``: the Brevitas model itself.
-- ``cpu-onnxruntime``: Brevitas' QCDQ export on onnxruntime's CPU provider.
-  QCDQ cannot express 1-bit quantisers (Brevitas asserts "Binary quant not
-  supported"), so for models with any binary layer the float-equivalent
-  model above is exported to plain ONNX instead; the target's note says which.
-- ``numpy-executor``: host.executor, what the board's ARM runs.
-- ``fpga``: the package's bitfile through PYNQ (only on a board).
-- ``fpga-sim``: Accelerator + SimBackend: the executor's outputs, modelled time.
-- ``gpu-torch-fp32``, ``gpu-torch-fp16``: the float model on CUDA; fp16 is
-  *approximate* (see host.bench.MIN_AGREEMENT). Skipped, saying why, without CUDA.
+The float model (``cpu-torch-float``, also behind ``cpu-onnxruntime`` for 1-bit
+models and the GPU targets): Linear/Conv2d with the *dequantised* quantised
+weights, BatchNorm as is, each activation quantiser as the float op it computes
+(binary: ``scale * (x >= 0 ? 1 : -1)``; n-bit narrow signed:
+``clamp(round(x / scale), -(2^(n-1)-1), 2^(n-1)-1) * scale``, torch.round
+being half-to-even as Brevitas'), then the final positive scale.
 
 A target that cannot be built here comes back skipped with the reason.
 """
@@ -31,18 +26,60 @@ import logging
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from flows.errors import ConfigError
-from host.bench import Package, Target, accelerator_target, executor_target, on_board, open_accelerator, skipped
+from flows.layout import to_model
+from host.deploy import Package, on_board, open_accelerator
+from host.timing import Target, accelerator_target, executor_target, skipped
 
-TARGETS = ("cpu-torch-float", "cpu-brevitas", "cpu-onnxruntime", "numpy-executor", "fpga", "fpga-sim",
-           "gpu-torch-fp32", "gpu-torch-fp16")
-CHECKPOINT_TARGETS = {"cpu-torch-float", "cpu-brevitas", "cpu-onnxruntime", "gpu-torch-fp32", "gpu-torch-fp16"}
+@dataclass(frozen=True)
+class Context:
+    """What every target is built from."""
+
+    package: Package
+    checkpoint: object | None  # qat.train.Checkpoint, or None when there is none
+    why_no_checkpoint: str  # the reason, when checkpoint is None
+    machine: str  # "measured on <machine>", the label of wall-clock targets
+    threads: int = 1  # onnxruntime's intra-op threads (torch's are set by the caller)
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """A registered target: its name, how to build it, whether it needs the trained checkpoint."""
+
+    name: str
+    make: Callable[[str, Context], Target]  # (name, context) -> Target
+    needs_checkpoint: bool
+
+    @property
+    def description(self) -> str:
+        return (self.make.__doc__ or "").strip().split("\n")[0]
+
+
+TARGETS: dict[str, TargetKind] = {}
+
+
+def target(name: str, needs_checkpoint: bool = False):
+    """Decorator: register ``make(name, ctx) -> Target`` as target ``name`` (ConfigError on a duplicate name).
+    A target that ``needs_checkpoint`` is skipped, saying why, when the bench has no checkpoint."""
+    def register(make: Callable[[str, Context], Target]):
+        if name in TARGETS:
+            raise ConfigError(f"benchmark target '{name}' is registered twice")
+        TARGETS[name] = TargetKind(name, make, needs_checkpoint)
+        return make
+    return register
+
+
+def describe() -> list[str]:
+    """One line per registered target: name, what it is."""
+    return [f"{kind.name}: {kind.description}" for kind in TARGETS.values()]
 
 
 def check_names(names) -> list[str]:
@@ -56,30 +93,74 @@ def make_targets(names, package: Package, checkpoint: Path | None, machine: str,
     """The named targets, in order; ``machine`` labels the measured ones ("measured on ...");
     ``threads``: onnxruntime's intra-op threads (torch's are set by the caller)."""
     ckpt, why = _checkpoint(checkpoint)
-    return [_make(name, package, ckpt, why, machine, threads) for name in check_names(names)]
+    ctx = Context(package, ckpt, why, machine, threads)
+    return [_make(TARGETS[name], ctx) for name in check_names(names)]
 
 
-def _make(name: str, package: Package, ckpt, why: str, machine: str, threads: int) -> Target:
-    if name in CHECKPOINT_TARGETS and ckpt is None:
-        return skipped(name, why)
-    if name == "numpy-executor":
-        from host import executor
+def _make(kind: TargetKind, ctx: Context) -> Target:
+    if kind.needs_checkpoint and ctx.checkpoint is None:
+        return skipped(kind.name, ctx.why_no_checkpoint)
+    return kind.make(kind.name, ctx)
 
-        return executor_target(name, executor.load(package.dir / (package.meta.get("executor") or "executor")),
-                               machine)
-    if name == "fpga-sim":
-        return accelerator_target(name, open_accelerator(package, "sim"))
-    if name == "fpga":
-        reason = on_board(package)
-        return skipped(name, reason) if reason else accelerator_target(name, open_accelerator(package, "pynq"))
-    if name == "cpu-brevitas":
-        return torch_target(name, ckpt.model(), ckpt.data.image_shape, "cpu", machine, note="Brevitas QuantMLP/CNV")
-    if name == "cpu-torch-float":
-        return torch_target(name, float_model(ckpt.model()), ckpt.data.image_shape, "cpu", machine,
-                            note="nn.Sequential, dequantised weights, float activation quantisers")
-    if name == "cpu-onnxruntime":
-        return onnxruntime_target(name, ckpt, machine, threads)
-    return gpu_target(name, ckpt, half=name.endswith("fp16"))
+
+# -- the registered targets (this order is the default order of flows bench) -----------------
+
+
+@target("cpu-torch-float", needs_checkpoint=True)
+def _cpu_torch_float(name: str, ctx: Context) -> Target:
+    """a plain float nn.Sequential equivalent to the Brevitas model (see the module docstring), on the CPU"""
+    return torch_target(name, float_model(ctx.checkpoint.model()), ctx.checkpoint.data.image_shape,
+                        "cpu", ctx.machine, note="nn.Sequential, dequantised weights, float activation quantisers")
+
+
+@target("cpu-brevitas", needs_checkpoint=True)
+def _cpu_brevitas(name: str, ctx: Context) -> Target:
+    """the Brevitas model itself, on the CPU"""
+    return torch_target(name, ctx.checkpoint.model(), ctx.checkpoint.data.image_shape, "cpu",
+                        ctx.machine, note="Brevitas QuantMLP/CNV")
+
+
+@target("cpu-onnxruntime", needs_checkpoint=True)
+def _cpu_onnxruntime(name: str, ctx: Context) -> Target:
+    """Brevitas' QCDQ export on onnxruntime's CPU provider (1-bit models: the float model as plain ONNX)
+
+    QCDQ cannot express 1-bit quantisers (Brevitas asserts "Binary quant not supported"); the note says which."""
+    return onnxruntime_target(name, ctx.checkpoint, ctx.machine, ctx.threads)
+
+
+@target("numpy-executor")
+def _numpy_executor(name: str, ctx: Context) -> Target:
+    """host.executor, what the board's ARM runs"""
+    from host import executor
+
+    package = ctx.package
+    return executor_target(name,
+                           executor.load(package.dir / (package.meta.get("executor") or "executor")), ctx.machine)
+
+
+@target("fpga")
+def _fpga(name: str, ctx: Context) -> Target:
+    """the package's bitfile through PYNQ (only on a board)"""
+    reason = on_board(ctx.package)
+    return skipped(name, reason) if reason else accelerator_target(name, open_accelerator(ctx.package, "pynq"))
+
+
+@target("fpga-sim")
+def _fpga_sim(name: str, ctx: Context) -> Target:
+    """Accelerator + SimBackend: the executor's outputs, modelled time"""
+    return accelerator_target(name, open_accelerator(ctx.package, "sim"))
+
+
+@target("gpu-torch-fp32", needs_checkpoint=True)
+def _gpu_fp32(name: str, ctx: Context) -> Target:
+    """the float model on CUDA (skipped, saying why, without CUDA)"""
+    return gpu_target(name, ctx.checkpoint, half=False)
+
+
+@target("gpu-torch-fp16", needs_checkpoint=True)
+def _gpu_fp16(name: str, ctx: Context) -> Target:
+    """the float model on CUDA in fp16: *approximate* (see host.timing.MIN_AGREEMENT)"""
+    return gpu_target(name, ctx.checkpoint, half=True)
 
 
 def _checkpoint(path: Path | None):
@@ -96,12 +177,9 @@ def _checkpoint(path: Path | None):
 
 
 def to_model_layout(images: np.ndarray, image_shape) -> np.ndarray:
-    """The package's inputs, in the accelerator's layout (flat for an MLP, NHWC for a CNN's
-    partition: flows.execute.to_graph_input), as the (N, C, H, W) raw pixels a model takes."""
-    c, h, w = image_shape
-    if images.ndim == 4 and images.shape[1:] == (h, w, c) and (h, w, c) != (c, h, w):
-        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    return images.reshape(len(images), c, h, w)
+    """The package's inputs, in the accelerator's layout (flows.layout), as the (N, C, H, W) raw
+    pixels a model takes."""
+    return to_model(images, image_shape)
 
 
 # -- the float model ------------------------------------------------------------------

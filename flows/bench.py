@@ -1,6 +1,6 @@
 """``flows bench``: every target built from one model, on one deploy package's test vectors.
 
-Targets come from flows.baselines, measuring and reporting from host.bench
+Targets come from flows.baselines, measuring from host.timing, reporting from host.results
 (the same harness the board's notebook runs). Writes ``bench.json``,
 ``bench.md`` and three plots to the output folder (default ``<run>/bench/``,
 beside the package) and prints the comparison table.
@@ -77,7 +77,9 @@ def run(deploy_dir: Path, targets: Sequence[str] | None = None, batches: Sequenc
     import torch
 
     from flows.baselines import TARGETS, make_targets
-    from host.bench import BenchConfig, environment, load_package, machine_label, run_benchmark, write_results
+    from host.deploy import load_package
+    from host.results import environment, machine_label, write_results
+    from host.timing import BenchConfig, run_benchmark
 
     deploy_dir, run_dir = resolve_package(Path(deploy_dir))
     package = load_package(deploy_dir)
@@ -127,7 +129,7 @@ def print_table(report: dict, console) -> None:
     """The comparison table, with rich."""
     from rich.table import Table
 
-    from host.bench import ROW_TITLES, machine_label, summary_rows
+    from host.results import ROW_TITLES, machine_label, summary_rows
 
     table = Table(title=f"{report['title']}\n{machine_label(report['environment'])}")
     for title in ROW_TITLES.values():

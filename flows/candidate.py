@@ -22,6 +22,8 @@ import json
 import math
 from pathlib import Path
 
+from host.results import markdown_table
+
 BENCH_TARGETS = ("cpu-brevitas", "cpu-onnxruntime", "gpu-torch-fp32")
 BENCH_BATCHES = (1, 256, 4096)
 
@@ -153,22 +155,17 @@ def markdown(r: dict) -> str:
              f"{q['cycles_per_image']:,} cycles/image, {q['fps']:,.0f} images/s, bound: {q['binding']}"]
     if "verified" in f:
         lines.append(f"- verification: {'passed' if f['verified']['passed'] else 'FAILED'}: {f['verified']['summary']}")
-    lines += ["", "| technique | fpga_effect | accuracy after | figures |", "|---|---|---|---|"]
-    for t in r["techniques"]:
-        acc = t["test_accuracy"]
-        lines.append(f"| {t['name']} | {t['fpga_effect']} | {'-' if acc is None else f'{100 * acc:.2f}%'} | "
-                     f"{json.dumps(t['report'])} |")
-    lines += ["", "| target | p50 batch 1 | p99 batch 1 | best images/s (batch) | note |", "|---|---|---|---|---|"]
-    for name, c in (r["cpu"].items() if "skipped" not in r["cpu"] else []):
-        if c["status"] != "ok":
-            lines.append(f"| {name} | - | - | - | {c['status']}: {c['reason']} |")
-        else:
-            lines.append(f"| {name} | {1e6 * c['p50_s']:.1f} us | {1e6 * c['p99_s']:.1f} us | "
-                         f"{c['best_images_per_second']:,.0f} ({c['best_batch']}) | {c['label']} |")
+    lines += [""] + markdown_table(["technique", "fpga_effect", "accuracy after", "figures"], [
+        [t["name"], t["fpga_effect"], "-" if t["test_accuracy"] is None else f"{100 * t['test_accuracy']:.2f}%",
+         json.dumps(t["report"])] for t in r["techniques"]])
+    lines += [""] + markdown_table(["target", "p50 batch 1", "p99 batch 1", "best images/s (batch)", "note"], [
+        [name, "-", "-", "-", f"{c['status']}: {c['reason']}"] if c["status"] != "ok" else
+        [name, f"{1e6 * c['p50_s']:.1f} us", f"{1e6 * c['p99_s']:.1f} us",
+         f"{c['best_images_per_second']:,.0f} ({c['best_batch']})", c["label"]]
+        for name, c in (r["cpu"].items() if "skipped" not in r["cpu"] else [])])
     lines += ["", "Per layer: FPGA cycles per image (estimated) beside CPU time per image (measured, Brevitas, "
-              "forward hooks, batch 256; a weight layer with the BatchNorm and quantiser after it).", "", "| FPGA layer | cycles | CPU layer | us/image |", "|---|---|---|---|"]
-    for row in r["layers"]:
-        us = "-" if row["cpu_us_per_image"] is None else f"{row['cpu_us_per_image']:.2f}"
-        lines.append(f"| {row['fpga_layer'] or '-'} | {row['fpga_cycles'] if row['fpga_cycles'] is not None else '-'}"
-                     f" | {row['cpu_layer'] or '-'} | {us} |")
+              "forward hooks, batch 256; a weight layer with the BatchNorm and quantiser after it).", ""]
+    lines += markdown_table(["FPGA layer", "cycles", "CPU layer", "us/image"], [
+        [row["fpga_layer"] or "-", "-" if row["fpga_cycles"] is None else row["fpga_cycles"], row["cpu_layer"] or "-",
+         "-" if row["cpu_us_per_image"] is None else f"{row['cpu_us_per_image']:.2f}"] for row in r["layers"]])
     return "\n".join(lines) + "\n"

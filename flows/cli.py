@@ -137,14 +137,9 @@ def _model_spec(model: str, model_config: Optional[Path]):
 
 
 def _load_data(data: str, data_dir: Optional[Path], verify: bool):
-    from flows.config import DATASETS
-    from flows.errors import ConfigError
-    from qat.data import BUNDLED, load_dataset
+    from qat.data import check_data_option, load_dataset
 
-    if data not in DATASETS:
-        raise ConfigError(f"unknown dataset '{data}'; known: {', '.join(DATASETS)}")
-    if data not in BUNDLED and data_dir is None:
-        raise ConfigError(f"--data {data} needs --data-dir DIR holding its files")
+    check_data_option(data, data_dir)
     return load_dataset(data, data_dir, verify=verify)
 
 
@@ -331,6 +326,39 @@ def compress_cmd(
     from qat.compress.cli import run_compress
 
     _run(lambda: run_compress(options))
+
+
+@app.command("sweep")
+def sweep_cmd(
+    archs: Optional[str] = typer.Option(None, help="Comma-separated architectures: tfc, sfc, lfc, lenet, cnv "
+                                        "(default: the MLPs)."),
+    precisions: Optional[str] = typer.Option(None, help="Comma-separated precisions, e.g. w1a1,w2a2 (default: "
+                                             "all of the zoo's)."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated zoo names instead of --archs x --precisions."),
+    boards: str = typer.Option("pynq-z2", help="Comma-separated boards (see boards/); one row per model and board."),
+    data: str = typer.Option("digits", help="Dataset: digits, digits32 (for cnv), mnist, fashion-mnist, cifar10."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
+    epochs: int = typer.Option(1, help="Training epochs per model (the design hardly depends on them)."),
+    verify: bool = typer.Option(False, "--verify", help="Also verify each design on the whole test split (slower)."),
+    out: Path = typer.Option(Path("build/sweep"), help="Sweep folder: runs/, rows/ (resumable), sweep.json, sweep.md."),
+):
+    """The zoo across precisions and boards in one table: fit and estimates (and with --verify, accuracy)."""
+    from flows.sweep import SweepConfig, check_rows, run_sweep, split, zoo_models
+
+    def show(row: dict, reused: bool) -> None:
+        what = row.get("error") or (f"{row['cycles_per_image']:,.1f} cycles/image, {row['bound']}, "
+                                    f"fits: {'yes' if row['fits'] else 'no'}")
+        typer.echo(f"{row['model']} on {row['board']}: {what}" + (" (done before)" if reused else ""), err=True)
+
+    def sweep() -> None:
+        cfg = SweepConfig(zoo_models(archs, precisions, models), tuple(split(boards)), data, data_dir, epochs,
+                          verify, out)
+        result = run_sweep(cfg, on_row=show)
+        typer.echo(result["paths"]["markdown"].read_text())
+        typer.echo(f"wrote {result['paths']['json']} and {result['paths']['markdown']}", err=True)
+        check_rows(result["rows"])
+
+    _run(sweep)
 
 
 def _run(fn) -> None:

@@ -6,24 +6,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flows.errors import ConfigError, ModelError, finite
-from qat.data import BUNDLED, DATASETS
+from qat.data import DATASETS, check_data_option  # noqa: F401  (DATASETS: the CLI reads it here)
+from qat.train_config import TrainConfig
+
+TrainOptions = TrainConfig  # the name builds used: training when the build has no checkpoint
 
 DEFAULT_MODEL = "tfc-w1a1"
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Training used when the build has no checkpoint (see qat.train.TrainConfig)."""
-
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 0.05
-    seed: int = 0
-
-    def __post_init__(self):
-        finite("--epochs", self.epochs, minimum=1)
-        finite("--batch-size", self.batch_size, minimum=1)
-        finite("--lr", self.lr, positive=True)
 
 
 def check_readable_file(option: str, path: Path, error: type = ConfigError) -> None:
@@ -73,7 +61,7 @@ class BuildConfig:
     from_step: str | None = None
     to_step: str | None = None
     allow_overflow: bool = False  # go on when the design does not fit the board
-    train: TrainOptions = field(default_factory=TrainOptions)
+    train: TrainConfig = field(default_factory=TrainConfig)  # used when the build has no checkpoint
 
     def __post_init__(self):
         if self.checkpoint and self.onnx:
@@ -102,10 +90,7 @@ class BuildConfig:
             return  # own data, or none: verification on random inputs over the input datatype
         if self.data is None:
             object.__setattr__(self, "data", default_data(self.model))
-        if self.data not in DATASETS:
-            raise ConfigError(f"unknown dataset '{self.data}'; known: {', '.join(DATASETS)}")
-        if self.data not in BUNDLED and self.data_dir is None:
-            raise ConfigError(f"--data {self.data} needs --data-dir DIR holding its files")
+        check_data_option(self.data, self.data_dir)
 
     def _check_input_datatype(self) -> None:
         from host.datatypes import parse

@@ -15,6 +15,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
+from flows.layout import to_accelerator
 from flows.transforms import FPGADATAFLOW, MakeHWLayersGeneric, SetBatchSize
 
 MATMUL_OPS = ("MatMul", "Gemm", "XnorPopcountMatMul", "MVAU", "MVAU_hls", "MVAU_rtl")
@@ -115,13 +116,7 @@ def to_graph_input(model: ModelWrapper, images: np.ndarray) -> np.ndarray:
     transposed; any other graph gets them reshaped (an MLP's flat input).
     """
     iname = model.graph.input[0].name
-    shape = tuple(model.get_tensor_shape(iname)[1:])
-    layout = model.get_tensor_layout(iname)
-    c, h, w = images.shape[1:] if images.ndim == 4 else (None, None, None)
-    nhwc = list(layout) == ["N", "H", "W", "C"] if layout else (shape == (h, w, c) and shape != (c, h, w))
-    if nhwc and images.ndim == 4:
-        images = images.transpose(0, 2, 3, 1)
-    return images.reshape(len(images), *shape)
+    return to_accelerator(images, model.get_tensor_shape(iname)[1:], model.get_tensor_layout(iname))
 
 
 def _predictions(out: np.ndarray, decision: bool = False) -> np.ndarray:

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from flows.pipeline import replace_dir
-
-PACKAGE_FORMAT = "qnn-flows-deploy/1"  # host.sim.DEPLOY_FORMAT reads it; change both together
+from host.sim import DEPLOY_FORMAT as PACKAGE_FORMAT  # one home: the reader (host.sim) owns the format
 MAX_TEST_VECTORS = 1000
 NOTEBOOK_TEMPLATE = Path(__file__).parent / "templates" / "benchmark.ipynb"
 
@@ -61,7 +60,7 @@ def _assemble(build, final: Path, verified: bool) -> dict:
     meta = {"format": PACKAGE_FORMAT, "model": build.cfg.run_name, "board": build.board.name,
             "clock_mhz": build.board.clock_mhz, "part": build.board.part, "bitfile": bitfile,
             "test_vectors": n_vectors, "labelled": bool(build.dataset.labelled),
-            **({"prediction": "positive"} if decision else {}),  # host.bench.Package.to_predictions
+            **({"prediction": "positive"} if decision else {}),  # host.deploy.Package.to_predictions
             "expected": "verified: identical across every stage of the verify step" if verified else
                         "the numpy executor's outputs of the folded design (the verify step did not run)",
             "executor": "executor/"}  # numpy-only executor of the same design (host.executor)

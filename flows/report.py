@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from host.results import markdown_table
+
 
 @dataclass(frozen=True)
 class Table:
@@ -92,9 +94,7 @@ def _steps(r: dict) -> Table:
 def to_markdown(title: str, ts: list[Table]) -> str:
     lines = [f"# {title}", ""]
     for t in ts:
-        lines += [f"## {t.title}", "", "| " + " | ".join(t.headers) + " |",
-                  "|" + "---|" * len(t.headers)]
-        lines += ["| " + " | ".join(row) + " |" for row in t.rows] + [""]
+        lines += [f"## {t.title}", ""] + markdown_table(t.headers, t.rows) + [""]
     return "\n".join(lines)
 
 

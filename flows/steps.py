@@ -24,7 +24,7 @@ def step_train(build, out: Path) -> dict:
     """Train the model (or take --checkpoint) and save ``checkpoint.pt``; an existing one is reused."""
     if build.cfg.onnx:
         return {"skipped": "model given as --onnx"}
-    from qat.train import TrainConfig, load_checkpoint, train
+    from qat.train import load_checkpoint, train
 
     target = out / "checkpoint.pt"
     previous = build.dir("train") / "checkpoint.pt"
@@ -34,8 +34,7 @@ def step_train(build, out: Path) -> dict:
         source_path = previous
         source = f"reused {previous} (delete it, or use another --out, to train anew)"
     else:
-        t = build.cfg.train
-        ckpt = train(build.spec, build.dataset, TrainConfig(t.epochs, t.batch_size, t.lr, t.seed))
+        ckpt = train(build.spec, build.dataset, build.cfg.train)
         build.check_checkpoint_matches_data(ckpt)
         ckpt.save(target)
         return {"source": "trained", "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}

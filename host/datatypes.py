@@ -4,6 +4,8 @@ The accelerator's IO datatypes arrive as the names FINN writes
 (``UINT8``, ``INT4``, ``BIPOLAR``, ``FIXED<8,4>``).  `parse` turns a name
 into a `DataType` holding what packing needs: bit width, signedness, the
 value range and the numpy containers for values and for their bit patterns.
+The one parser of these names on both sides: the driver and packing (IO
+datatypes) and the executor (every layer's datatypes, through `int_range`).
 Mirrors ``qonnx.core.datatype`` for these kinds without importing it, so
 that it runs on the board (Python 3.10, numpy 1.21).
 """
@@ -18,8 +20,9 @@ import numpy as np
 
 from host.errors import IOSpecError
 
-MAX_BITS = 32
-SUPPORTED = "BIPOLAR, BINARY, UINTn, INTn (n = 1..32) or FIXED<w,i> (1 <= i < w <= 32)"
+MAX_BITS = 64  # integers up to 64 bits: numpy's widest exact containers
+MAX_FIXED_BITS = 32  # FIXED values are floats: float64 holds every FIXED<w,i> with w <= 32 exactly
+SUPPORTED = "BIPOLAR, BINARY, UINTn, INTn (n = 1..64) or FIXED<w,i> (1 <= i < w <= 32)"
 
 _INT_RE = re.compile(r"(U?INT)(\d+)")
 _FIXED_RE = re.compile(r"FIXED<\s*(\d+)\s*,\s*(\d+)\s*>")
@@ -108,7 +111,7 @@ def parse(name: str) -> DataType:
     match = _FIXED_RE.fullmatch(text)
     if match:
         width, int_bits = int(match.group(1)), int(match.group(2))
-        if 1 <= int_bits < width <= MAX_BITS:
+        if 1 <= int_bits < width <= MAX_FIXED_BITS:
             return _fixed(width, int_bits)
     raise IOSpecError(f"unknown datatype {name!r}; use {SUPPORTED}")
 
@@ -116,3 +119,12 @@ def parse(name: str) -> DataType:
 def as_datatype(dtype: DataType | str) -> DataType:
     """Accept either a DataType or its name."""
     return dtype if isinstance(dtype, DataType) else parse(dtype)
+
+
+def int_range(name: str) -> tuple[int, int]:
+    """(min, max) of an integer datatype (BIPOLAR, BINARY, INTn, UINTn; n <= 64) as Python
+    ints; IOSpecError for FIXED and unknown names."""
+    dt = parse(name)
+    if dt.is_fixed:
+        raise IOSpecError(f"datatype {name!r} is not an integer datatype; use BIPOLAR, BINARY, INTn or UINTn")
+    return int(dt.min), int(dt.max)

@@ -23,13 +23,13 @@ Python 3.11 + numpy 2.4 on the build machine).
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from host import datatypes
 from host.errors import HostError, IOSpecError
 from host.files import read_npz, read_versioned_json
 
@@ -57,30 +57,20 @@ class ExecutorFileError(HostError):
 
 # -- integer datatypes -------------------------------------------------------------------
 
-_INT_NAME = re.compile(r"(U?INT)(\d+)")
-
 
 def int_range(name: str) -> tuple[int, int]:
-    """(min, max) of a FINN integer datatype name: BIPOLAR, BINARY, INTn, UINTn (n <= 64)."""
-    if name == "BIPOLAR":
-        return -1, 1
-    if name == "BINARY":
-        return 0, 1
-    match = _INT_NAME.fullmatch(name)
-    if not match or not 1 <= int(match.group(2)) <= 64:
+    """(min, max) of a FINN integer datatype name (host.datatypes: BIPOLAR, BINARY, INTn, UINTn, n <= 64)."""
+    try:
+        return datatypes.int_range(name)
+    except IOSpecError:
         raise ExecutorFileError(f"datatype {name!r} is not an integer datatype the executor runs "
-                                "(BIPOLAR, BINARY, INTn, UINTn up to 64 bits); re-export the design")
-    bits = int(match.group(2))
-    if match.group(1) == "INT":
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
+                                "(BIPOLAR, BINARY, INTn, UINTn up to 64 bits); re-export the design") from None
 
 
 def bitwidth(name: str) -> int:
     """Bits of a FINN integer datatype (1 for BIPOLAR and BINARY)."""
     int_range(name)  # refuses other names
-    match = _INT_NAME.fullmatch(name)
-    return int(match.group(2)) if match else 1
+    return datatypes.parse(name).bitwidth
 
 
 def container(lo: int, hi: int) -> np.dtype:

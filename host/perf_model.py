@@ -63,7 +63,7 @@ DMA_EFFICIENCY = 0.96
 # about 31 us: four MMIO writes took 120-130 us under %timeit, whatever the
 # accelerator's work (a user's measurement on a PYNQ-Z2,
 # https://github.com/KastnerRG/Read_the_docs/issues/25). A third-party figure,
-# not ours; measure it on your board (host.bench times batch 1) and pass
+# not ours; measure it on your board (host.timing times batch 1) and pass
 # ``overhead_s`` to replace it.
 MMIO_ACCESS_S = 125e-6 / 4
 MMIO_ACCESSES_PER_BATCH = 10

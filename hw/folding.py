@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 
 # attributes a folding may set, per generic HW op
 FOLDABLE = {"MVAU": ("PE", "SIMD"), "VVAU": ("PE", "SIMD"), "Thresholding": ("PE",), "LabelSelect": ("PE",),

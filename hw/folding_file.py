@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from hw.folding import EXTRA_ATTRS, FOLDABLE, candidates, generic_op, window_ties
 
 FOLDING_ATTRS = ("PE", "SIMD", *EXTRA_ATTRS)  # what FINN folding configs set

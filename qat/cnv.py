@@ -20,7 +20,7 @@ import torch
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from torch import nn
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.layers import PositiveScale
 from qat.quantizers import ActQuant, FixedPointInputQuant, WeightQuant, fixed_point_max
 

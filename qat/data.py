@@ -8,7 +8,7 @@ Contract:
 * Arrays are cached in memory (never on disk) and are **read-only**, because every
   caller of the same dataset shares them; copy before modifying in place.
 * Every problem (missing, truncated, corrupt or tampered file, unknown name) raises
-  :class:`flows.errors.DatasetError` with one line naming the file, what is wrong
+  :class:`host.errors.DatasetError` with one line naming the file, what is wrong
   and what to do. No ``OSError``/``EOFError``/``zlib.error``/pickle error escapes.
 
 Only numpy and scikit-learn are imported here: no torch.
@@ -28,10 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.errors import DatasetError
+from host.errors import ConfigError, DatasetError
 
 DATASETS: tuple[str, ...] = ("digits", "digits32", "mnist", "fashion-mnist", "cifar10")
 BUNDLED: tuple[str, ...] = ("digits", "digits32")  # need no data dir
+
+
+def check_data_option(name: str, data_dir: str | Path | None, prefix: str = "") -> None:
+    """Validate ``--data``/``--data-dir`` before anything runs: ConfigError (exit 2, message
+    after ``prefix``) for an unknown dataset name or a non-bundled one without a data dir.
+    Whether the files are there is `load_dataset`'s check (DatasetError, exit 3)."""
+    if name not in DATASETS:
+        raise ConfigError(f"{prefix}unknown dataset '{name}'; known: {', '.join(DATASETS)}")
+    if name not in BUNDLED and data_dir is None:
+        raise ConfigError(f"{prefix}--data {name} needs --data-dir DIR holding its files")
 
 NUM_CLASSES = 10
 _IDX_IMAGES_MAGIC = 2051

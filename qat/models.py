@@ -29,12 +29,13 @@ import torch
 from brevitas.nn import QuantIdentity, QuantLinear
 from torch import nn
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat import cnv
 from qat.layers import PositiveScale
 from qat.quantizers import ActQuant, WeightQuant
 from qat.zoo import ARCH_NAMES, MAX_BITS, PRECISIONS, zoo_names  # noqa: F401 - PRECISIONS: qat.models.PRECISIONS
 from qat.zoo import NAME as _NAME
+from qat.train_config import DROPOUT
 
 # hidden layer widths per MLP architecture
 MLP_HIDDEN: dict[str, tuple[int, ...]] = {
@@ -43,7 +44,6 @@ MLP_HIDDEN: dict[str, tuple[int, ...]] = {
     "lfc": (1024, 1024, 1024),
     "lenet": (300, 100),
 }
-DROPOUT = 0.2
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def check_ranks(spec: "ModelSpec", in_features: int, num_classes: int) -> None:
 
 def load_model_config(path: str | Path) -> ModelSpec:
     """Read a model config (YAML or JSON) into a validated spec."""
-    from flows.errors import read_yaml
+    from qat.config_file import read_yaml
 
     return ModelSpec.from_dict(read_yaml(path, "model config"), source=f"model config {path}")
 

@@ -12,7 +12,8 @@ import torch
 from flows import bench
 from flows.baselines import TARGETS, export_onnx, float_model, to_model_layout
 from flows.errors import ConfigError
-from host.bench import BenchConfig, Target, load_package, run_benchmark
+from host.deploy import load_package
+from host.timing import BenchConfig, Target, run_benchmark
 from qat.models import build_model, parse_model_name
 from tests.deploy_fixture import small_build
 
@@ -236,3 +237,32 @@ def test_cli_errors_are_one_line(run_dir, tmp_path):
     res = flows_cli("bench", bad)
     errors = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 9 and len(errors) == 1 and "format" in errors[0] and "Traceback" not in res.stderr
+
+
+def test_a_new_target_is_one_registered_function(run_dir, monkeypatch):
+    """A target added with @target is accepted by name, built from the package, listed by describe(),
+    and skipped with the reason when it needs a checkpoint and there is none; a name is registered once."""
+    from flows import baselines
+
+    monkeypatch.setattr(baselines, "TARGETS", dict(baselines.TARGETS))
+    package = load_package(run_dir / "deploy")
+
+    @baselines.target("cpu-first-label")
+    def first_label(name, ctx):
+        """always the first expected label"""
+        return Target(name, ctx.machine, lambda images: np.full(len(images), ctx.package.expected[0]))
+
+    @baselines.target("needs-a-model", needs_checkpoint=True)
+    def needs_model(name, ctx):
+        """never built without a checkpoint"""
+        raise AssertionError("built without a checkpoint")
+
+    built = baselines.make_targets(["cpu-first-label", "needs-a-model"], package, None, "measured here")
+    assert [t.name for t in built] == ["cpu-first-label", "needs-a-model"]
+    assert built[0].run(package.inputs[:3]).tolist() == [package.expected[0]] * 3 and built[0].label == "measured here"
+    assert built[1].skip and "no checkpoint" in built[1].skip
+    assert "cpu-first-label: always the first expected label" in baselines.describe()
+    with pytest.raises(ConfigError, match="registered twice"):
+        baselines.target("cpu-first-label")(first_label)
+    with pytest.raises(ConfigError, match="unknown target"):
+        baselines.check_names(["cpu-first-labels"])

@@ -22,7 +22,7 @@ def test_lists_written_in_choices_equal_their_homes():
 
     assert choices.SAMPLER.values == SAMPLERS
     assert choices.SCHEDULE.values == SCHEDULES
-    assert choices.TARGETS.values == TARGETS
+    assert choices.TARGETS.values == tuple(TARGETS)
 
 
 def test_version():

@@ -139,14 +139,14 @@ def test_wrong_shape_and_dtype_are_rejected():
         unpack(np.zeros((1, 2), dtype=np.int8), "UINT4", (1, 4))
 
 
-@pytest.mark.parametrize("name", ["UINT0", "INT33", "TERNARY", "FLOAT32", "FIXED<4,4>", "uint8x"])
+@pytest.mark.parametrize("name", ["UINT0", "INT65", "TERNARY", "FLOAT32", "FIXED<4,4>", "FIXED<40,8>", "uint8x"])
 def test_unknown_datatype_is_rejected(name):
     with pytest.raises(IOSpecError, match="unknown datatype"):
         parse(name)
 
 
 def test_datatype_ranges_match_qonnx():
-    for name in DTYPES + ["UINT32", "INT1", "FIXED<8,4>"]:
+    for name in DTYPES + ["UINT32", "INT1", "FIXED<8,4>", "INT33", "UINT40", "INT64", "UINT64"]:
         ours, theirs = parse(name), QonnxDataType[name]
         assert (ours.bitwidth, ours.signed, ours.min, ours.max) == (
             theirs.bitwidth(),

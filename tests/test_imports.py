@@ -1,4 +1,5 @@
 """Light imports: the packages import nothing heavy until a function needs it."""
+import re
 import subprocess
 import sys
 
@@ -25,3 +26,19 @@ def test_package_import_is_light(package):
 def test_cli_help_is_light():
     heavy = imported_after("import flows.cli") & set(HEAVY)
     assert not heavy, heavy
+
+
+def test_lower_layers_own_their_errors():
+    """qat/, hw/, boards/ and host/ raise the project's errors from host.errors (the lowest layer);
+    flows.errors only re-exports them, with the documented exit codes."""
+    import flows.errors
+    import host.errors
+
+    for pkg in ("qat", "hw", "boards", "host"):
+        for path in (REPO / pkg).rglob("*.py"):
+            assert not re.search(r"(from|import) flows\.errors", path.read_text()), path
+    codes = {name: getattr(host.errors, name).exit_code for name in (
+        "ConfigError", "DatasetError", "ModelError", "ToolMissingError", "FitError", "VerificationError",
+        "StepError", "HostError", "RunInterrupted")}
+    assert list(codes.values()) == [2, 3, 4, 5, 6, 7, 8, 9, 130]
+    assert flows.errors.ConfigError is host.errors.ConfigError and flows.errors.finite is host.errors.finite

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from host import executor
-from host.bench import load_package, open_accelerator
+from host.deploy import load_package, open_accelerator
 from host.driver import Accelerator, IOSpec
 from host.errors import BitfileError, DeployVersionError, HostError, IOSpecError
 from host.perf_model import PerfModel
@@ -112,7 +112,7 @@ def test_package_format_is_the_one_host_reads():
 
 
 def test_host_benchmark_modules_import_numpy_only():
-    code = ("import sys, host.bench, host.sim, host.perf_model; "
+    code = ("import sys, host.deploy, host.timing, host.results, host.plots, host.sim, host.perf_model; "
             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     heavy = set(out.stdout.split()) & {"torch", "finn", "brevitas", "qonnx", "onnx", "onnxruntime", "pynq",

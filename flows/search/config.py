@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from flows.errors import ConfigError
-from qat.data import BUNDLED, DATASETS
+from qat.data import check_data_option
 
 SAMPLERS = ("tpe", "nsga2", "random", "rf")
 
@@ -53,10 +53,7 @@ class SearchConfig:
             raise ConfigError("--lr must be positive, --val-fraction in (0, 0.5), --stop-margin >= 0")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown --sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
-        if self.data not in DATASETS:
-            raise ConfigError(f"unknown dataset '{self.data}'; known: {', '.join(DATASETS)}")
-        if self.data not in BUNDLED and self.data_dir is None:
-            raise ConfigError(f"--data {self.data} needs --data-dir DIR holding its files")
+        check_data_option(self.data, self.data_dir)
 
     @property
     def storage_url(self) -> str:

@@ -103,7 +103,7 @@ def cpu_latency(ckpt, ds, repeats: int = 200, layer_batch: int = 256) -> dict:
     import torch
 
     from flows.baselines import float_model, torch_layer_times
-    from host.bench import environment, machine_label
+    from host.results import environment, machine_label
     from qat.train import as_tensor
 
     quantised = ckpt.model()

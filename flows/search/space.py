@@ -107,7 +107,7 @@ class SearchSpace:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    from flows.errors import read_yaml
+    from qat.config_file import read_yaml
 
     return SearchSpace.from_dict(read_yaml(path, "search space"), source=f"search space {path}")
 

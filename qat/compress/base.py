@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 
 if TYPE_CHECKING:
     from qat.data import Dataset

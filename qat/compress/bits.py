@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.compress.base import CompressContext, Technique, register
 
 if TYPE_CHECKING:

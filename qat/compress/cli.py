@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 
 
 def techniques_from_options(o: dict) -> list[dict]:

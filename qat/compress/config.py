@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.compress.base import Technique, load_techniques, technique_from_dict
 
 CANDIDATE_LEVELS = ("none", "estimate", "full")
@@ -61,12 +61,9 @@ class CompressConfig:
                 raise ConfigError(f"compress: option '{name}' must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or not 0 <= self.dropout < 1:
             raise ConfigError(f"compress: option 'lr' must be > 0 and 'dropout' in [0, 1), got {self.lr}, {self.dropout}")
-        from qat.data import BUNDLED, DATASETS
+        from qat.data import check_data_option
 
-        if self.data not in DATASETS:
-            raise ConfigError(f"compress: unknown --data {self.data!r}; known: {', '.join(DATASETS)}")
-        if self.data not in BUNDLED and self.data_dir is None:
-            raise ConfigError(f"compress: --data {self.data} needs --data-dir DIR holding its files")
+        check_data_option(self.data, self.data_dir, prefix="compress: ")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -114,7 +111,7 @@ class CompressConfig:
 
 def load_config(path: str | Path, **overrides) -> CompressConfig:
     """Read a YAML/JSON compression config; ``overrides`` (non-None) replace its fields."""
-    from flows.errors import read_yaml
+    from qat.config_file import read_yaml
 
     data = read_yaml(path, "compression config")
     if isinstance(data, dict):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch.nn import functional as F
 
-from flows.errors import ConfigError, ModelError
+from host.errors import ConfigError, ModelError
 from qat.compress.base import CompressContext, Technique, register
 
 if TYPE_CHECKING:

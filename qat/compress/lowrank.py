@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from brevitas.nn import QuantLinear
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.compress.base import CompressContext, Technique, register
 from qat.compress.weights import per_layer
 

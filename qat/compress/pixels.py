@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.compress.base import CompressContext, Technique, register
 
 if TYPE_CHECKING:

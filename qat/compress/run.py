@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.errors import ConfigError, DatasetError
+from host.errors import ConfigError, DatasetError
 from qat.compress.base import CompressContext
 from qat.compress.config import CompressConfig, load_techniques
 

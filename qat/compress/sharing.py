@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.compress.base import CompressContext, Technique, register
 from qat.compress.weights import IntWeights, int_weights, module_bits, per_layer, weight_layers
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from flows.errors import ConfigError, require_package
+from host.errors import ConfigError, require_package
 from qat.compress.base import CompressContext, Technique, register
 
 if TYPE_CHECKING:

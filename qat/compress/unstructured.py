@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from flows.errors import ConfigError
+from host.errors import ConfigError
 from qat.compress.base import CompressContext, Technique, register
 from qat.compress.weights import model_int_weights, module_bits, per_layer, weight_layers
 

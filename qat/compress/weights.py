@@ -55,7 +55,7 @@ def module_bits(spec) -> list[int]:
 
 def per_layer(value, n: int, option: str, technique: str) -> tuple:
     """One value for all ``n`` weight layers, or a list of ``n``; anything else is a ConfigError naming ``option``."""
-    from flows.errors import ConfigError
+    from host.errors import ConfigError
 
     if isinstance(value, (list, tuple)):
         if len(value) != n:

@@ -102,3 +102,14 @@ def test_other_format_is_refused(tmp_path):
 
 def test_board_environment_imports_no_build_tools():
     assert not {"torch", "finn", "qonnx", "onnx"} & set(sys.modules)
+
+
+def test_executor_datatypes_come_from_the_one_parser():
+    from host.executor import ExecutorFileError, bitwidth, int_range
+
+    assert int_range("INT64") == (-(1 << 63), (1 << 63) - 1)
+    assert int_range("UINT64") == (0, (1 << 64) - 1)
+    assert (int_range("BIPOLAR"), bitwidth("BIPOLAR"), bitwidth("UINT40")) == ((-1, 1), 1, 40)
+    for name in ("FIXED<8,4>", "INT65", "FLOAT32"):
+        with pytest.raises(ExecutorFileError, match="not an integer datatype the executor runs"):
+            int_range(name)
