@@ -283,7 +283,8 @@ def compress_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Trained checkpoint to compress instead of --model."),
     data: Optional[str] = typer.Option(None, help="digits (bundled), mnist, fashion-mnist, ..."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
-    distill: Optional[Path] = typer.Option(None, help="Teacher checkpoint: distil every fine-tune (applied first)."),
+    distill: Optional[Path] = typer.Option(None, help="Teacher: a flows checkpoint, TorchScript file or ONNX file; "
+                                            "distil every fine-tune (applied first)."),
     prune: Optional[str] = typer.Option(None, help="Structured pruning ratio in [0, 1), or one per layer: 0.5,0.75."),
     prune_schedule: str = typer.Option("oneshot", help="oneshot or agp (gradual, Zhu & Gupta)."),
     input_bits: Optional[int] = typer.Option(None, help="Quantise the input to this many bits (applied last)."),
