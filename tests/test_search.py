@@ -12,7 +12,8 @@ from flows.errors import ConfigError
 from flows.search import SearchConfig, make_sampler
 from flows.search import report as rep
 from flows.search import study as st
-from flows.search.space import SearchSpace, load_space
+from flows.search.inputs import DesignInputs
+from flows.search.space import Design, SearchSpace, load_space
 from qat.data import load_dataset
 from qat.models import default_widths
 
@@ -22,7 +23,31 @@ TINY = {"arch": "tfc", "weight_bits": [2], "act_bits": [2], "in_bits": [2], "pru
 def test_space_defaults_cover_every_layer():
     space = SearchSpace.default("lenet")
     assert len(space.weight_bits) == 3 and len(space.act_bits) == 2 and len(space.prune) == 2
-    assert space.size == 4 ** 3 * 3 ** 2 * 4 * 4 ** 2
+    assert space.rank == ((None, 32, 72), (None, 8, 24), (None,))  # hidden layers at 1/8 and 1/4; output whole
+    assert space.pixels == (0.5, 0.75, 1.0) and space.distill == (False, True)
+    assert space.teacher.model == "lenet-w8a8"
+    assert space.size == 4 ** 3 * 3 ** 2 * 4 * 4 ** 2 * 3 * 3 * 3 * 2
+    for arch in ("tfc", "sfc", "lfc"):
+        SearchSpace.default(arch).check_data(784, 10)  # every default rank fits its layer on MNIST
+
+
+def test_a_space_file_without_the_new_techniques_means_what_it_meant():
+    space = SearchSpace.from_dict(TINY)
+    assert space.rank is None and space.pixels == (1.0,) and space.distill == (False,)
+    assert set(space.to_dict()) == {"arch", "weight_bits", "act_bits", "in_bits", "prune", "width_multiple"}
+
+
+def test_designs_apply_ranks_pixels_and_distillation():
+    space = SearchSpace.from_dict({**TINY, "rank": [[None, 16], [None, 16], [None], [None]], "pixels": [0.5, 0.6, 1.0],
+                                   "distill": [False, True], "teacher_model": "tfc-w2a2"})
+    choices = {"w": [2] * 4, "a": [2] * 3, "in": 2, "p": [0.0, 0.75, 0.0], "r": [16, 16, None, None], "pix": 0.6,
+               "kd": True}
+    design = space.design(choices, 64, 10)
+    assert design.kept == 32  # 38.4 pixels snapped down to a multiple of 8
+    assert design.spec.ranks == (16, None, None, None)  # layer 1 is pruned to 16 wide: a rank 16 keeps it whole
+    assert design.distill and Design.from_dict(design.to_dict()) == design
+    whole = space.design({**choices, "r": [None] * 4, "pix": 1.0, "kd": False}, 64, 10)
+    assert whole.kept is None and whole.spec.ranks is None and whole.to_dict() == whole.spec.to_dict()
 
 
 def test_pruned_widths_snap_to_the_multiple():
@@ -35,7 +60,12 @@ def test_pruned_widths_snap_to_the_multiple():
 @pytest.mark.parametrize("change, field", [
     ({"prune": [1.0]}, "prune"), ({"weight_bits": []}, "weight_bits"), ({"act_bits": [0]}, "act_bits"),
     ({"weight_bits": [[2], [2]]}, "weight_bits"), ({"arch": "cnv"}, "arch"), ({"colour": [1]}, "colour"),
-    ({"width_multiple": 0}, "width_multiple")])
+    ({"width_multiple": 0}, "width_multiple"), ({"rank": [0]}, "rank"), ({"rank": [[8]] * 3}, "rank"),
+    ({"pixels": [0.0]}, "pixels"), ({"pixels": [1.5]}, "pixels"), ({"pixels": []}, "pixels"),
+    ({"distill": [True]}, "distill"), ({"distill": ["yes"]}, "distill"),
+    ({"distill": [True], "teacher": "t.pt", "teacher_model": "tfc-w8a8"}, "teacher"),
+    ({"distill": [True], "teacher_model": "tfc-w9a9"}, "teacher_model"), ({"temperature": 2.0}, "temperature"),
+    ({"distill": [True], "teacher_model": "tfc-w8a8", "alpha": 2}, "alpha")])
 def test_bad_space_names_the_field(change, field):
     with pytest.raises(ConfigError, match=field):
         SearchSpace.from_dict({**TINY, **change})
@@ -124,7 +154,7 @@ def test_misfit_and_dominated_designs_are_not_trained(tmp_path):
     space = SearchSpace.from_dict(TINY)
     study = st.open_study(cfg, space, make_sampler("random", 0))
     study.add_trial(_trial(0, (50, 1000), -0.1))  # a finished design that met the target
-    evaluator = EstimateOnly(cfg, space, None)
+    evaluator = EstimateOnly(cfg, space, st.validation_split(load_dataset("digits"), 0.1, 0))
     for estimate, why in ((_estimate(10, 500, False), "does not fit: BRAM_18K"),
                           (_estimate(60, 1200, True), "dominated before training by trial 0")):
         evaluator.estimate_result = estimate
