@@ -1,5 +1,6 @@
 """flows search: the space file, the study (resume, identity), cheap-first trials, the Pareto
 front and the comparison with uniform models, and bad input."""
+import json
 import subprocess
 import sys
 
@@ -132,6 +133,52 @@ def test_trials_estimate_first_train_then_resume_and_refuse_another_study(tmp_pa
                       space, make_sampler("random", 0))
 
 
+NEW = {**TINY, "prune": [0.0], "rank": [[16], [None], [None], [None]], "pixels": [0.5], "distill": [True],
+       "teacher_model": "tfc-w2a2", "teacher_epochs": 1}
+
+
+def test_low_rank_pixels_and_distillation_reach_a_trial_and_the_report(tmp_path):
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s", trials=1, epochs=1, target_accuracy=0.3, seed=1)
+    space = SearchSpace.from_dict(NEW)
+    data = st.validation_split(load_dataset("digits"), cfg.val_fraction, cfg.seed)
+    study = st.open_study(cfg, space, make_sampler("random", 0))
+    st.run_trials(study, st.Evaluator(cfg, space, data), 1)
+    t = study.get_trials(deepcopy=False)[0]
+    assert t.state == TrialState.COMPLETE and "val_accuracy" in t.user_attrs, t.user_attrs
+    assert t.user_attrs["spec"]["ranks"] == [16, None, None, None]
+    assert t.user_attrs["spec"]["kept_pixels"] == 32 and t.user_attrs["spec"]["distill"]
+    est = t.user_attrs["estimate"]  # the untrained estimate saw both shapes: 32 input pixels, two units for layer 0
+    assert est["in_bytes"] == 32 and sum(1 for layer in est["layers"] if layer["op_type"].startswith("MVAU")) == 5
+    teacher = tmp_path / "s" / "teacher" / "tfc-w2a2-e1-s1.pt"
+    stamp = teacher.stat().st_mtime_ns
+    DesignInputs(space, data, cfg).teacher()  # another worker or a rerun loads it, never retrains
+    assert teacher.stat().st_mtime_ns == stamp
+    row = rep.trial_rows(study.get_trials(deepcopy=False))[0]
+    assert rep._design(row["spec"]).endswith("ranks [16, '-', '-', '-'] pixels 32 distilled")
+
+
+def test_sensitivity_has_a_row_per_new_technique():
+    space = SearchSpace.from_dict({**TINY, "prune": [0.0], "rank": [[None, 16], [None], [None], [None]],
+                                   "pixels": [0.5, 1.0], "distill": [False, True], "teacher_model": "tfc-w2a2"})
+    rows = {change: choices for _, change, choices in rep.sensitivity_variants(space)}
+    assert set(rows) == {"-", "low rank 16", "pixels kept 100% -> 50%", "distillation on"}
+    designs = {change: space.design(c, 64, 10) for change, c in rows.items()}
+    assert designs["-"] == Design(designs["-"].spec) and designs["-"].spec.ranks is None  # the reference: all off
+    assert designs["low rank 16"].spec.ranks == (16, None, None, None)
+    assert designs["pixels kept 100% -> 50%"].kept == 32 and designs["distillation on"].distill
+
+
+def test_a_teacher_file_that_does_not_match_is_refused_before_any_trial(tmp_path):
+    import torch
+
+    path = tmp_path / "teacher.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))), str(path))
+    space = SearchSpace.from_dict({**TINY, "distill": [False, True], "teacher": str(path)})
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s")
+    with pytest.raises(ConfigError, match="field 'teacher'.*the student has 10 classes"):
+        DesignInputs(space, load_dataset("digits"), cfg).check()
+
+
 class EstimateOnly(st.Evaluator):
     """The search's evaluator with a given estimate instead of the flow's (the decision is under test)."""
 
@@ -211,3 +258,12 @@ def test_bad_search_input_is_one_line_exit_2(tmp_path, args, message):
     result = flows_cli("search", "--out", tmp_path / "s", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_contradictory_space_is_one_line_exit_2_before_any_trial(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({**TINY, "rank": [32]}))  # the output layer (64 -> 10) has no rank 32
+    result = flows_cli("search", "--space", path, "--out", tmp_path / "s")
+    assert result.returncode == 2, result.stderr
+    assert "field 'rank' has 32 for layer 3 (64 -> 10), larger than the layer" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

@@ -305,6 +305,13 @@ def markdown(report: dict) -> str:
               f"search wall time {report['wall_s']:.0f} s; sampler {cfg['sampler']}; {cfg['epochs']} epochs per trial; "
               f"accuracy: test split, mean of {cfg['seeds']} seeds (measured); cycles, images/s, LUT, BRAM: estimated "
               f"(FINN + DMA bound); CPU: {report.get('cpu_label', 'measured here')}.", ""]
+    teacher, space = report.get("teacher"), report.get("space", {})
+    if teacher:
+        lines += [f"Distillation teacher: {teacher['model']}, {teacher['epochs']} epochs, trained once on the search's "
+                  f"training split ({teacher['path']}): validation accuracy {100 * teacher['val_accuracy']:.2f}% "
+                  "(measured).", ""]
+    elif space.get("teacher") and True in space.get("distill", []):
+        lines += [f"Distillation teacher: {space['teacher']} (a file).", ""]
     lines += ["## Pareto front (retrained) and uniform zoo models", "",
               "| design | kind | test acc % (min-max) | cycles/image | images/s | latency us | LUT | BRAM18 | fits | "
               "binding | CPU b1 p50 us |", "|---|---|---|---|---|---|---|---|---|---|---|"]
