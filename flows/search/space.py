@@ -206,7 +206,7 @@ class SearchSpace:
              "in": trial.suggest_categorical("in", list(self.in_bits)),
              "p": [trial.suggest_categorical(f"p{i}", list(c)) for i, c in enumerate(self.prune)]}
         if self.rank is not None:
-            c["r"] = [trial.suggest_categorical(f"r{i}", list(c)) for i, c in enumerate(self.rank)]
+            c["r"] = [trial.suggest_categorical(f"r{i}", list(ranks)) for i, ranks in enumerate(self.rank)]
         if self.pixels != (1.0,):
             c["pix"] = trial.suggest_categorical("pix", list(self.pixels))
         if self.distill != (False,):
@@ -218,7 +218,7 @@ class SearchSpace:
         c = {"w": [max(c) for c in self.weight_bits], "a": [max(c) for c in self.act_bits], "in": max(self.in_bits),
              "p": [min(c) for c in self.prune], "pix": max(self.pixels), "kd": min(self.distill)}
         if self.rank is not None:
-            c["r"] = [None if None in c else max(c) for c in self.rank]
+            c["r"] = [None if None in ranks else max(ranks) for ranks in self.rank]
         return c
 
     def design(self, choices: dict, image_pixels: int, classes: int) -> Design:
