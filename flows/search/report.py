@@ -184,22 +184,25 @@ def sensitivity_variants(space) -> list[tuple[str, str, dict]]:
 
 def sensitivity(space, inputs, cfg: SearchConfig, cache: Cache) -> list[dict]:
     """Accuracy (validation, one seed) and estimated cycles of each sensitivity_variants row."""
+    from flows.search.study import untrained
     from qat.train import train
 
-    from flows.search.study import untrained
+    def accuracy(design) -> float:
+        hooks = inputs.hooks(design)
+        return train(design.spec, inputs.dataset(design, inputs.ds), train_config(cfg, cfg.seed), progress=False,
+                     hooks=hooks).metrics["test_accuracy"]
 
-    ds_val, rows = inputs.ds, []
+    def estimate(design) -> dict:
+        return estimate_checkpoint(untrained(design.spec, inputs.dataset(design, inputs.ds), cfg),
+                                   Path(cfg.out) / "sensitivity" / spec_id(design), cfg)
+
+    rows = []
     for where, change, choices in sensitivity_variants(space):
         design = inputs.design(choices)
-        spec, ds = design.spec, inputs.dataset(design, ds_val)
-        key = design_key(design, inputs)
-        acc = cache.get_or_make({"sens": key, "seed": cfg.seed, "epochs": cfg.epochs, "data": cfg.data,
-                                 "dropout": cfg.dropout},
-                                lambda: train(spec, ds, train_config(cfg, cfg.seed), progress=False,
-                                              hooks=inputs.hooks(design)).metrics["test_accuracy"])
+        acc = cache.get_or_make({"sens": design_key(design, inputs), "seed": cfg.seed, "epochs": cfg.epochs,
+                                 "data": cfg.data, "dropout": cfg.dropout}, lambda d=design: accuracy(d))
         est = cache.get_or_make({"sens-est": design.to_dict(), "board": cfg.board, "data": cfg.data},
-                                lambda: estimate_checkpoint(untrained(spec, ds, cfg), Path(cfg.out) / "sensitivity"
-                                                            / spec_id(design), cfg))
+                                lambda d=design: estimate(d))
         rows.append({"where": where, "change": change, "design": design.to_dict(), "val_accuracy": acc,
                      "cycles_per_image": est["cycles_per_image"], "LUT": est["total"]["LUT"],
                      "binding": est["binding"]})
