@@ -211,6 +211,20 @@ def test_misfit_and_dominated_designs_are_not_trained(tmp_path):
         assert max(st.constraints(t)) == 1.0  # not known to meet the target: never on the front
 
 
+def test_a_distilled_twin_reuses_the_estimate_of_its_shape(tmp_path):
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s", trials=1, epochs=1, target_accuracy=0.5)
+    space = SearchSpace.from_dict({**TINY, "prune": [0.0], "distill": [False, True], "teacher_model": "tfc-w2a2"})
+    study = st.open_study(cfg, space, make_sampler("random", 0))
+    plain = space.design({"w": [2] * 4, "a": [2] * 3, "in": 2, "p": [0.0] * 3}, 64, 10)
+    done = _trial(0, (50, 1000), 0.1)
+    done.user_attrs.update(spec=plain.to_dict(), estimate=_estimate(50, 1000, True))
+    study.add_trial(done)
+    evaluator = st.Evaluator(cfg, space, st.validation_split(load_dataset("digits"), 0.1, 0))
+    trial = study.ask()
+    assert evaluator._same_shape(trial, Design(plain.spec, None, True)) == _estimate(50, 1000, True)
+    assert evaluator._same_shape(trial, Design(plain.spec, 32, True)) is None  # fewer pixels: another shape
+
+
 @pytest.mark.slow
 def test_lfc_at_8_bits_misses_the_board_and_is_not_trained(tmp_path):
     cfg = SearchConfig(arch="lfc", out=tmp_path / "s", trials=1, epochs=1, target_accuracy=0.5)

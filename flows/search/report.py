@@ -201,7 +201,7 @@ def sensitivity(space, inputs, cfg: SearchConfig, cache: Cache) -> list[dict]:
         design = inputs.design(choices)
         acc = cache.get_or_make({"sens": design_key(design, inputs), "seed": cfg.seed, "epochs": cfg.epochs,
                                  "data": cfg.data, "dropout": cfg.dropout}, lambda d=design: accuracy(d))
-        est = cache.get_or_make({"sens-est": design.to_dict(), "board": cfg.board, "data": cfg.data},
+        est = cache.get_or_make({"sens-est": design.shape_dict(), "board": cfg.board, "data": cfg.data},
                                 lambda d=design: estimate(d))
         rows.append({"where": where, "change": change, "design": design.to_dict(), "val_accuracy": acc,
                      "cycles_per_image": est["cycles_per_image"], "LUT": est["total"]["LUT"],

@@ -85,6 +85,10 @@ class Design:
             d["distill"] = True
         return d
 
+    def shape_dict(self) -> dict:
+        """What the FPGA estimate depends on: everything but distillation (which changes no shape)."""
+        return {k: v for k, v in self.to_dict().items() if k != "distill"}
+
     @classmethod
     def from_dict(cls, d: dict) -> "Design":
         rest = {k: v for k, v in d.items() if k not in ("kept_pixels", "distill")}

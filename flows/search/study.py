@@ -141,7 +141,7 @@ class Evaluator:
             trial.set_user_attr("duplicate_of", twin.number)
             return tuple(twin.values)
         work = Path(self.cfg.out) / "trials" / f"{trial.number:04d}"
-        est = self.estimate(design, work / "untrained")
+        est = self._same_shape(trial, design) or self.estimate(design, work / "untrained")
         trial.set_user_attr("estimate", est)
         values = (float(est["cycles_per_image"]), float(est["total"]["LUT"]))
         fits = 0.0 if est["fits"] else 1.0
@@ -186,6 +186,17 @@ class Evaluator:
         for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if other.params == trial.params and other.number != trial.number:
                 return other
+        return None
+
+    def _same_shape(self, trial, design: Design) -> dict | None:
+        """The estimate of a finished trial of the same shape (a distilled twin): reused, not built again."""
+        from optuna.trial import TrialState
+
+        shape = design.shape_dict()
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            spec = other.user_attrs.get("spec")
+            if spec is not None and "estimate" in other.user_attrs and Design.from_dict(spec).shape_dict() == shape:
+                return other.user_attrs["estimate"]
         return None
 
     def _dominated(self, study, values: tuple[float, float]) -> str | None:
