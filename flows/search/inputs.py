@@ -157,5 +157,5 @@ class DesignInputs:
         from qat.train import load_checkpoint
 
         ckpt = load_checkpoint(path)
-        return {"model": ckpt.spec.name, "epochs": self.teacher_epochs, "path": str(path),
+        return {"model": ckpt.spec.name, "epochs": self.teacher_epochs, "path": str(path.relative_to(self.cfg.out)),
                 "val_accuracy": ckpt.metrics["test_accuracy"]}

@@ -311,7 +311,7 @@ def markdown(report: dict) -> str:
     teacher, space = report.get("teacher"), report.get("space", {})
     if teacher:
         lines += [f"Distillation teacher: {teacher['model']}, {teacher['epochs']} epochs, trained once on the search's "
-                  f"training split ({teacher['path']}): validation accuracy {100 * teacher['val_accuracy']:.2f}% "
+                  f"training split (<out>/{teacher['path']}): validation accuracy {100 * teacher['val_accuracy']:.2f}% "
                   "(measured).", ""]
     elif space.get("teacher") and True in space.get("distill", []):
         lines += [f"Distillation teacher: {space['teacher']} (a file).", ""]
