@@ -62,7 +62,7 @@ class Distill(Technique):
     name: ClassVar[str] = "distill"
     fpga_effect: ClassVar[str] = "none"  # same model shape: accuracy, not hardware
 
-    teacher: str | None = None  # a qnn-flows checkpoint; or teacher_model, trained on the fly
+    teacher: str | None = None  # a file (flows checkpoint, TorchScript, ONNX); or teacher_model, trained on the fly
     teacher_model: str | None = None  # zoo name of a teacher to train here, e.g. lenet-w8a8
     teacher_epochs: int = 10
     temperature: float = 4.0
