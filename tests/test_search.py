@@ -241,13 +241,15 @@ def test_rf_sampler_proposes_unseen_designs_in_the_space():
 
     def objective(trial):
         a, b = trial.suggest_categorical("a", [1, 2, 4, 8]), trial.suggest_categorical("b", [0.0, 0.25, 0.5])
+        r, kd = trial.suggest_categorical("r", [None, 8, 16]), trial.suggest_categorical("kd", [False, True])
         trial.set_constraint("accuracy", 0.0)
         trial.set_constraint("fits", 0.0)
-        return a * (1 - b), 1.0 / a
+        return a * (1 - b) + (r or 0) + kd, 1.0 / a
 
     study.optimize(objective, n_trials=14)
     params = [tuple(t.params.values()) for t in study.trials]
     assert len(study.trials) == 14 and len(set(params[8:])) == len(params[8:])  # past start-up: no repeats
+    assert all(t.params["r"] in (None, 8, 16) and t.params["kd"] in (False, True) for t in study.trials)
 
 
 def flows_cli(*args):
