@@ -255,8 +255,9 @@ def search_cmd(
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_accuracy: float = typer.Option(0.9, help="Accuracy a design must reach (validation split), e.g. 0.98."),
     trials: int = typer.Option(30, help="Finished trials the study should hold (across all workers)."),
-    space: Optional[Path] = typer.Option(None, help="YAML/JSON search space (default: every layer's bits and "
-                                         "pruning ratio; see flows/search/space.py)."),
+    space: Optional[Path] = typer.Option(None, help="YAML/JSON search space (default: every layer's bits, "
+                                         "pruning ratio and low rank, input pixels, distillation; see "
+                                         "flows/search/space.py)."),
     sampler: str = typer.Option("tpe", **choices.SAMPLER.typer_args, help="Optuna sampler (rf: random-forest "
                                 "surrogate)."),
     epochs: int = typer.Option(10, help="Training epochs per trial (and per retraining)."),
@@ -270,7 +271,8 @@ def search_cmd(
     threads: int = typer.Option(1, help="PyTorch threads per worker."),
     out: Path = typer.Option(Path("build/search"), help="Run folder (study, trials, report)."),
 ):
-    """Search per-layer bit widths and pruning for the cheapest design at a target accuracy (Pareto report)."""
+    """Search per-layer bit widths, pruning and low rank, input pixels and distillation for the cheapest design at
+    a target accuracy (Pareto report)."""
     _run(lambda: _search(model, dict(board=board, data=data, data_dir=data_dir,
                                      verify_checksums=not no_verify_checksums, target_accuracy=target_accuracy,
                                      trials=trials, space=space, sampler=sampler, epochs=epochs, seeds=seeds,
@@ -302,7 +304,8 @@ def compress_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Trained checkpoint to compress instead of --model."),
     data: Optional[str] = typer.Option(None, **choices.DATA.typer_args, help="Dataset."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
-    distill: Optional[Path] = typer.Option(None, help="Teacher checkpoint: distil every fine-tune (applied first)."),
+    distill: Optional[Path] = typer.Option(None, help="Teacher: a flows checkpoint, TorchScript file or ONNX file; "
+                                            "distil every fine-tune (applied first)."),
     prune: Optional[str] = typer.Option(None, help="Structured pruning ratio in [0, 1), or one per layer: 0.5,0.75."),
     prune_schedule: str = typer.Option("oneshot", **choices.SCHEDULE.typer_args,
                                        help="Pruning schedule (agp: gradual, Zhu & Gupta)."),

@@ -17,7 +17,7 @@ from brevitas.nn import QuantLinear
 from flows.errors import ConfigError
 from qat.compress.base import technique_from_dict
 from qat.compress.config import CompressConfig, load_config, load_techniques
-from qat.compress.distill import distill_loss
+from qat.compress.distill import distill_loss, load_teacher, teacher_kind
 from qat.compress.pixels import PrunePixels, informative_pixels
 from qat.compress.structured import AgpMasker, StructuredPrune, agp_share, layer_scores, lowest, prunable, remove
 from qat.data import load_dataset
@@ -184,6 +184,55 @@ def test_distillation_loss_is_hintons():
     p, logq = torch.softmax(t / 3, 1), torch.log_softmax(s / 3, 1)
     kl = float((p * (p.log() - logq)).sum(1).mean())
     assert float(distill_loss(s, t, y, 3.0, 1.0)) == pytest.approx(9 * kl, rel=1e-5)  # T^2 scaling
+
+
+def _plain_teacher(tmp_path, kind, pixels=64, classes=10):
+    """A plain PyTorch model over raw pixels (not a qnn-flows model), saved as TorchScript or ONNX."""
+    import warnings
+
+    torch.manual_seed(0)
+    side = int(pixels ** 0.5)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(pixels, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, classes)).eval()
+    path = tmp_path / f"teacher_{pixels}_{classes}.{'onnx' if kind == 'onnx' else 'ts'}"
+    if kind == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(1, 1, side, side),), str(path), dynamo=False, input_names=["x"],
+                              dynamic_axes={"x": {0: "n"}})
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(model), str(path))
+    return model, path
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "onnx"])
+def test_plain_teacher_files_score_like_the_model_they_hold(digits, tmp_path, kind):
+    model, path = _plain_teacher(tmp_path, kind)
+    assert teacher_kind(path) == kind
+    teacher = load_teacher(path, DatasetInfo.of(digits))
+    x = torch.from_numpy(digits.test.images[:16].astype(np.float32))
+    with torch.no_grad():
+        assert torch.allclose(teacher(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "onnx"])
+@pytest.mark.parametrize("pixels, classes, message", [(784, 10, "images"), (64, 5, "the student has 10 classes")])
+def test_plain_teacher_that_does_not_match_is_refused(digits, tmp_path, kind, pixels, classes, message):
+    _, path = _plain_teacher(tmp_path, kind, pixels, classes)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_teacher(path, DatasetInfo.of(digits))
+    assert "option 'teacher'" in str(err.value)
+
+
+def test_distillation_from_an_onnx_teacher_runs(base, tmp_path):
+    from qat.compress import compress
+
+    _, path = _plain_teacher(tmp_path, "onnx")
+    result = compress({"out": str(tmp_path / "c"), "checkpoint": str(base), "epochs": 1, "candidate": "none",
+                       "techniques": [{"name": "distill", "teacher": str(path)}]}, progress=False)
+    assert result.steps[0]["name"] == "distill" and 0 < result.steps[0]["test_accuracy"] <= 1
 
 
 # -- config and runner -----------------------------------------------------------------

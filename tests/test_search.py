@@ -1,5 +1,6 @@
 """flows search: the space file, the study (resume, identity), cheap-first trials, the Pareto
 front and the comparison with uniform models, and bad input."""
+import json
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ from flows.errors import ConfigError
 from flows.search import SearchConfig, make_sampler
 from flows.search import report as rep
 from flows.search import study as st
-from flows.search.space import SearchSpace, load_space
+from flows.search.inputs import DesignInputs
+from flows.search.space import Design, SearchSpace, load_space
 from qat.data import load_dataset
 from qat.models import default_widths
 
@@ -22,7 +24,31 @@ TINY = {"arch": "tfc", "weight_bits": [2], "act_bits": [2], "in_bits": [2], "pru
 def test_space_defaults_cover_every_layer():
     space = SearchSpace.default("lenet")
     assert len(space.weight_bits) == 3 and len(space.act_bits) == 2 and len(space.prune) == 2
-    assert space.size == 4 ** 3 * 3 ** 2 * 4 * 4 ** 2
+    assert space.rank == ((None, 32, 72), (None, 8, 24), (None,))  # hidden layers at 1/8 and 1/4; output whole
+    assert space.pixels == (0.5, 0.75, 1.0) and space.distill == (False, True)
+    assert space.teacher.model == "lenet-w8a8"
+    assert space.size == 4 ** 3 * 3 ** 2 * 4 * 4 ** 2 * 3 * 3 * 3 * 2
+    for arch in ("tfc", "sfc", "lfc"):
+        SearchSpace.default(arch).check_data(784, 10)  # every default rank fits its layer on MNIST
+
+
+def test_a_space_file_without_the_new_techniques_means_what_it_meant():
+    space = SearchSpace.from_dict(TINY)
+    assert space.rank is None and space.pixels == (1.0,) and space.distill == (False,)
+    assert set(space.to_dict()) == {"arch", "weight_bits", "act_bits", "in_bits", "prune", "width_multiple"}
+
+
+def test_designs_apply_ranks_pixels_and_distillation():
+    space = SearchSpace.from_dict({**TINY, "rank": [[None, 16], [None, 16], [None], [None]], "pixels": [0.5, 0.6, 1.0],
+                                   "distill": [False, True], "teacher_model": "tfc-w2a2"})
+    choices = {"w": [2] * 4, "a": [2] * 3, "in": 2, "p": [0.0, 0.75, 0.0], "r": [16, 16, None, None], "pix": 0.6,
+               "kd": True}
+    design = space.design(choices, 64, 10)
+    assert design.kept == 32  # 38.4 pixels snapped down to a multiple of 8
+    assert design.spec.ranks == (16, None, None, None)  # layer 1 is pruned to 16 wide: a rank 16 keeps it whole
+    assert design.distill and Design.from_dict(design.to_dict()) == design
+    whole = space.design({**choices, "r": [None] * 4, "pix": 1.0, "kd": False}, 64, 10)
+    assert whole.kept is None and whole.spec.ranks is None and whole.to_dict() == whole.spec.to_dict()
 
 
 def test_pruned_widths_snap_to_the_multiple():
@@ -35,7 +61,12 @@ def test_pruned_widths_snap_to_the_multiple():
 @pytest.mark.parametrize("change, field", [
     ({"prune": [1.0]}, "prune"), ({"weight_bits": []}, "weight_bits"), ({"act_bits": [0]}, "act_bits"),
     ({"weight_bits": [[2], [2]]}, "weight_bits"), ({"arch": "cnv"}, "arch"), ({"colour": [1]}, "colour"),
-    ({"width_multiple": 0}, "width_multiple")])
+    ({"width_multiple": 0}, "width_multiple"), ({"rank": [0]}, "rank"), ({"rank": [[8]] * 3}, "rank"),
+    ({"pixels": [0.0]}, "pixels"), ({"pixels": [1.5]}, "pixels"), ({"pixels": []}, "pixels"),
+    ({"distill": [True]}, "distill"), ({"distill": ["yes"]}, "distill"),
+    ({"distill": [True], "teacher": "t.pt", "teacher_model": "tfc-w8a8"}, "teacher"),
+    ({"distill": [True], "teacher_model": "tfc-w9a9"}, "teacher_model"), ({"temperature": 2.0}, "temperature"),
+    ({"distill": [True], "teacher_model": "tfc-w8a8", "alpha": 2}, "alpha")])
 def test_bad_space_names_the_field(change, field):
     with pytest.raises(ConfigError, match=field):
         SearchSpace.from_dict({**TINY, **change})
@@ -102,6 +133,52 @@ def test_trials_estimate_first_train_then_resume_and_refuse_another_study(tmp_pa
                       space, make_sampler("random", 0))
 
 
+NEW = {**TINY, "prune": [0.0], "rank": [[16], [None], [None], [None]], "pixels": [0.5], "distill": [True],
+       "teacher_model": "tfc-w2a2", "teacher_epochs": 1}
+
+
+def test_low_rank_pixels_and_distillation_reach_a_trial_and_the_report(tmp_path):
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s", trials=1, epochs=1, target_accuracy=0.3, seed=1)
+    space = SearchSpace.from_dict(NEW)
+    data = st.validation_split(load_dataset("digits"), cfg.val_fraction, cfg.seed)
+    study = st.open_study(cfg, space, make_sampler("random", 0))
+    st.run_trials(study, st.Evaluator(cfg, space, data), 1)
+    t = study.get_trials(deepcopy=False)[0]
+    assert t.state == TrialState.COMPLETE and "val_accuracy" in t.user_attrs, t.user_attrs
+    assert t.user_attrs["spec"]["ranks"] == [16, None, None, None]
+    assert t.user_attrs["spec"]["kept_pixels"] == 32 and t.user_attrs["spec"]["distill"]
+    est = t.user_attrs["estimate"]  # the untrained estimate saw both shapes: 32 input pixels, two units for layer 0
+    assert est["in_bytes"] == 32 and sum(1 for layer in est["layers"] if layer["op_type"].startswith("MVAU")) == 5
+    teacher = tmp_path / "s" / "teacher" / "tfc-w2a2-e1-s1.pt"
+    stamp = teacher.stat().st_mtime_ns
+    DesignInputs(space, data, cfg).teacher()  # another worker or a rerun loads it, never retrains
+    assert teacher.stat().st_mtime_ns == stamp
+    row = rep.trial_rows(study.get_trials(deepcopy=False))[0]
+    assert rep._design(row["spec"]).endswith("ranks [16, '-', '-', '-'] pixels 32 distilled")
+
+
+def test_sensitivity_has_a_row_per_new_technique():
+    space = SearchSpace.from_dict({**TINY, "prune": [0.0], "rank": [[None, 16], [None], [None], [None]],
+                                   "pixels": [0.5, 1.0], "distill": [False, True], "teacher_model": "tfc-w2a2"})
+    rows = {change: choices for _, change, choices in rep.sensitivity_variants(space)}
+    assert set(rows) == {"-", "low rank 16", "pixels kept 100% -> 50%", "distillation on"}
+    designs = {change: space.design(c, 64, 10) for change, c in rows.items()}
+    assert designs["-"] == Design(designs["-"].spec) and designs["-"].spec.ranks is None  # the reference: all off
+    assert designs["low rank 16"].spec.ranks == (16, None, None, None)
+    assert designs["pixels kept 100% -> 50%"].kept == 32 and designs["distillation on"].distill
+
+
+def test_a_teacher_file_that_does_not_match_is_refused_before_any_trial(tmp_path):
+    import torch
+
+    path = tmp_path / "teacher.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))), str(path))
+    space = SearchSpace.from_dict({**TINY, "distill": [False, True], "teacher": str(path)})
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s")
+    with pytest.raises(ConfigError, match="field 'teacher'.*the student has 10 classes"):
+        DesignInputs(space, load_dataset("digits"), cfg).check()
+
+
 class EstimateOnly(st.Evaluator):
     """The search's evaluator with a given estimate instead of the flow's (the decision is under test)."""
 
@@ -124,7 +201,7 @@ def test_misfit_and_dominated_designs_are_not_trained(tmp_path):
     space = SearchSpace.from_dict(TINY)
     study = st.open_study(cfg, space, make_sampler("random", 0))
     study.add_trial(_trial(0, (50, 1000), -0.1))  # a finished design that met the target
-    evaluator = EstimateOnly(cfg, space, None)
+    evaluator = EstimateOnly(cfg, space, st.validation_split(load_dataset("digits"), 0.1, 0))
     for estimate, why in ((_estimate(10, 500, False), "does not fit: BRAM_18K"),
                           (_estimate(60, 1200, True), "dominated before training by trial 0")):
         evaluator.estimate_result = estimate
@@ -132,6 +209,20 @@ def test_misfit_and_dominated_designs_are_not_trained(tmp_path):
         t = study.get_trials(deepcopy=False)[-1]
         assert t.user_attrs["not_trained"].startswith(why) and "val_accuracy" not in t.user_attrs
         assert max(st.constraints(t)) == 1.0  # not known to meet the target: never on the front
+
+
+def test_a_distilled_twin_reuses_the_estimate_of_its_shape(tmp_path):
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s", trials=1, epochs=1, target_accuracy=0.5)
+    space = SearchSpace.from_dict({**TINY, "prune": [0.0], "distill": [False, True], "teacher_model": "tfc-w2a2"})
+    study = st.open_study(cfg, space, make_sampler("random", 0))
+    plain = space.design({"w": [2] * 4, "a": [2] * 3, "in": 2, "p": [0.0] * 3}, 64, 10)
+    done = _trial(0, (50, 1000), 0.1)
+    done.user_attrs.update(spec=plain.to_dict(), estimate=_estimate(50, 1000, True))
+    study.add_trial(done)
+    evaluator = st.Evaluator(cfg, space, st.validation_split(load_dataset("digits"), 0.1, 0))
+    trial = study.ask()
+    assert evaluator._same_shape(trial, Design(plain.spec, None, True)) == _estimate(50, 1000, True)
+    assert evaluator._same_shape(trial, Design(plain.spec, 32, True)) is None  # fewer pixels: another shape
 
 
 @pytest.mark.slow
@@ -150,13 +241,15 @@ def test_rf_sampler_proposes_unseen_designs_in_the_space():
 
     def objective(trial):
         a, b = trial.suggest_categorical("a", [1, 2, 4, 8]), trial.suggest_categorical("b", [0.0, 0.25, 0.5])
+        r, kd = trial.suggest_categorical("r", [None, 8, 16]), trial.suggest_categorical("kd", [False, True])
         trial.set_constraint("accuracy", 0.0)
         trial.set_constraint("fits", 0.0)
-        return a * (1 - b), 1.0 / a
+        return a * (1 - b) + (r or 0) + kd, 1.0 / a
 
     study.optimize(objective, n_trials=14)
     params = [tuple(t.params.values()) for t in study.trials]
     assert len(study.trials) == 14 and len(set(params[8:])) == len(params[8:])  # past start-up: no repeats
+    assert all(t.params["r"] in (None, 8, 16) and t.params["kd"] in (False, True) for t in study.trials)
 
 
 def flows_cli(*args):
@@ -181,3 +274,12 @@ def test_bad_search_input_is_one_line_exit_2(tmp_path, args, message):
     result = flows_cli("search", "--out", tmp_path / "s", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_contradictory_space_is_one_line_exit_2_before_any_trial(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({**TINY, "rank": [32]}))  # the output layer (64 -> 10) has no rank 32
+    result = flows_cli("search", "--space", path, "--out", tmp_path / "s")
+    assert result.returncode == 2, result.stderr
+    assert "field 'rank' has 32 for layer 3 (64 -> 10), larger than the layer" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

@@ -45,6 +45,7 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
 
     from flows.search import report as rep
     from flows.search import study as st
+    from flows.search.inputs import DesignInputs
     from qat.data import load_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -53,13 +54,15 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
     if space.arch != cfg.arch:
         raise _config_error(f"the search space is for {space.arch}, the search for {cfg.arch}; make them agree")
     out = Path(cfg.out)
-    _make_out(out)
     ds = load_dataset(cfg.data, cfg.data_dir, verify=cfg.verify_checksums)
+    inputs = DesignInputs(space, st.validation_split(ds, cfg.val_fraction, cfg.seed), cfg)
+    inputs.check()  # ranks, teacher: refused before anything is written
+    _make_out(out)
     study = st.open_study(cfg, space, make_sampler(cfg.sampler, st.worker_seed(cfg)))
     if not cfg.worker:
         (out / "search.json").write_text(cfg.to_json())
     start = time.perf_counter()
-    evaluator = st.Evaluator(cfg, space, st.validation_split(ds, cfg.val_fraction, cfg.seed))
+    evaluator = st.Evaluator(cfg, space, inputs.ds, inputs)
     st.run_trials(study, evaluator, cfg.trials,
                   on_trial=(lambda s, t: progress(f"trial {t.number}: {t.state.name} {_summary(t)}")) if progress else None)
     wall = time.perf_counter() - start
@@ -70,16 +73,17 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
         progress("retraining the Pareto front and the uniform zoo models with "
                  f"{cfg.seeds} seeds each; per-layer sensitivity")
     trials = study.get_trials(deepcopy=False)
-    front = [rep.evaluate_design(_spec(t), ds, cfg, cache, out / "front" / f"{t.number:04d}")
+    front = [rep.evaluate_design(_design(t), ds, cfg, cache, out / "front" / f"{t.number:04d}", inputs)
              for t in rep.pareto_front(trials)[:rep.MAX_FRONT]]
-    uniform = rep.uniform_baselines(cfg.arch, ds, cfg, cache)
+    uniform = rep.uniform_baselines(cfg.arch, ds, cfg, cache, inputs)
     report = {"config": json.loads(cfg.to_json()), "space": space.to_dict(), "wall_s": _wall(out, wall),
               "trials": {"finished": st.finished_count(study), "total": len(trials)},
               "front": front, "uniform": uniform, "gain": rep.gain_over_uniform(front, uniform),
               "published": rep.against_published(front) if cfg.data == "mnist" else None,
               "chosen": rep.chosen_per_target(front, sorted({cfg.target_accuracy, cfg.target_accuracy - 0.005,
                                                              cfg.target_accuracy - 0.01})),
-              "sensitivity": rep.sensitivity(space, evaluator.data, cfg, cache),
+              "sensitivity": rep.sensitivity(space, inputs, cfg, cache),
+              "teacher": inputs.teacher_accuracy(),
               "trial_rows": rep.trial_rows(trials),
               "cpu_label": (front or uniform)[0]["cpu"]["label"] if (front or uniform) else None}
     report["plots"] = rep.save_plots(report, out)
@@ -88,10 +92,10 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
     return report
 
 
-def _spec(trial):
-    from qat.models import ModelSpec
+def _design(trial):
+    from flows.search.space import Design
 
-    return ModelSpec.from_dict(trial.user_attrs["spec"])
+    return Design.from_dict(trial.user_attrs["spec"])
 
 
 def _summary(t) -> str:

@@ -59,18 +59,26 @@ def pareto_front(trials) -> list:
     return [unique[i] for i in picks]
 
 
-def evaluate_design(spec, ds, cfg: SearchConfig, cache: Cache, work: Path) -> dict:
-    """Retrain ``spec`` with cfg.seeds seeds on the whole training split: test accuracy (measured),
-    the trained design's estimate, CPU batch-1 latency and per-layer times (measured)."""
+def design_key(design, inputs) -> dict:
+    """A cache key part for ``design``: its dict, and the teacher when it distils."""
+    d = design.to_dict()
+    return {**d, "teacher": inputs.teacher_key()} if design.distill else d
+
+
+def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inputs) -> dict:
+    """Retrain ``design`` (flows.search.space.Design) with cfg.seeds seeds on the whole training split
+    (its kept pixels and teacher from ``inputs``): test accuracy (measured), the trained design's
+    estimate, CPU batch-1 latency and per-layer times (measured)."""
     from qat.train import train
 
+    spec, ds = design.spec, inputs.dataset(design, ds)
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        key = {"spec": spec.to_dict(), "seed": seed, "epochs": cfg.epochs, "data": cfg.data, "lr": cfg.lr,
-               "dropout": cfg.dropout}
+        key = {"spec": design_key(design, inputs), "seed": seed, "epochs": cfg.epochs, "data": cfg.data,
+               "lr": cfg.lr, "dropout": cfg.dropout}
 
         def make(seed=seed):
-            ckpt = train(spec, ds, train_config(cfg, seed), progress=False)
+            ckpt = train(spec, ds, train_config(cfg, seed), progress=False, hooks=inputs.hooks(design))
             work.mkdir(parents=True, exist_ok=True)
             path = work / f"seed{seed}.pt"
             ckpt.save(path, overwrite=True)
@@ -78,12 +86,13 @@ def evaluate_design(spec, ds, cfg: SearchConfig, cache: Cache, work: Path) -> di
         runs.append(cache.get_or_make(key, make))
     accs = [r["test_accuracy"] for r in runs]
     first = runs[0]["checkpoint"]
-    est = cache.get_or_make({"estimate": spec.to_dict(), "board": cfg.board, "seed": cfg.seed, "epochs": cfg.epochs,
-                             "data": cfg.data, "dropout": cfg.dropout},
+    est = cache.get_or_make({"estimate": design_key(design, inputs), "board": cfg.board, "seed": cfg.seed,
+                             "epochs": cfg.epochs, "data": cfg.data, "dropout": cfg.dropout},
                             lambda: estimate_checkpoint(_load(first), work / "trained", cfg))
-    cpu = cache.get_or_make({"cpu": spec.to_dict(), "data": cfg.data, "epochs": cfg.epochs, "dropout": cfg.dropout},
+    cpu = cache.get_or_make({"cpu": design_key(design, inputs), "data": cfg.data, "epochs": cfg.epochs,
+                             "dropout": cfg.dropout},
                             lambda: cpu_latency(_load(first), ds))
-    return {"spec": spec.to_dict(), "name": spec.name, "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
+    return {"spec": design.to_dict(), "name": spec.name, "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
             "test_accuracy": {"mean": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
                               "each": accs, "kind": "measured"},
             "estimate": est, "cpu": cpu}
@@ -130,44 +139,73 @@ def cpu_latency(ckpt, ds, repeats: int = 200, layer_batch: int = 256) -> dict:
             "layers": [{"name": n, "us_per_image": s * 1e6} for n, s in layers]}
 
 
-def uniform_baselines(arch: str, ds, cfg: SearchConfig, cache: Cache) -> list[dict]:
+def uniform_baselines(arch: str, ds, cfg: SearchConfig, cache: Cache, inputs) -> list[dict]:
+    from flows.search.space import Design
     from qat.models import parse_model_name
 
-    return [evaluate_design(parse_model_name(f"{arch}-{p}"), ds, cfg, cache, Path(cfg.out) / "baselines" / p)
-            for p in UNIFORM]
+    return [evaluate_design(Design(parse_model_name(f"{arch}-{p}")), ds, cfg, cache, Path(cfg.out) / "baselines" / p,
+                            inputs) for p in UNIFORM]
 
 
-def sensitivity(space, ds_val, cfg: SearchConfig, cache: Cache) -> list[dict]:
-    """Accuracy (validation, one seed) and estimated cycles when one layer alone takes the space's
-    cheapest choice, from a reference with every layer at its richest choice."""
-    from qat.train import train
+def sensitivity_variants(space) -> list[tuple[str, str, dict]]:
+    """(where, change, choices): the reference (every layer at its richest choice), then one row per layer
+    and technique where the space offers a choice, that layer alone at its cheapest: fewer weight and
+    activation bits, pruning, low rank (the smallest rank), fewer input pixels, distillation on."""
+    ref = space.richest()
+    rows = [("reference", "-", ref)]
 
-    from flows.search.study import untrained
+    def variant(where: str, change: str, key: str, value, i: int | None = None):
+        c = {k: list(v) if isinstance(v, list) else v for k, v in ref.items()}
+        if i is None:
+            c[key] = value
+        else:
+            c[key][i] = value
+        rows.append((where, change, c))
 
-    richest = ([max(c) for c in space.weight_bits], [max(c) for c in space.act_bits], max(space.in_bits),
-               [min(c) for c in space.prune])
-    variants = [("reference", "-", richest)]
     for i, c in enumerate(space.weight_bits):
         if len(c) > 1:
-            variants.append((f"layer {i}", f"weight bits {max(c)} -> {min(c)}", _with(richest, 0, i, min(c))))
+            variant(f"layer {i}", f"weight bits {max(c)} -> {min(c)}", "w", min(c), i)
     for i, c in enumerate(space.act_bits):
         if len(c) > 1:
-            variants.append((f"act {i}", f"activation bits {max(c)} -> {min(c)}", _with(richest, 1, i, min(c))))
+            variant(f"act {i}", f"activation bits {max(c)} -> {min(c)}", "a", min(c), i)
     for i, c in enumerate(space.prune):
         if len(c) > 1:
-            variants.append((f"hidden {i}", f"pruned {max(c):.0%}", _with(richest, 3, i, max(c))))
+            variant(f"hidden {i}", f"pruned {max(c):.0%}", "p", max(c), i)
+    for i, c in enumerate(space.rank or ()):
+        ranks = [r for r in c if r is not None]
+        if ranks and len(c) > 1:
+            variant(f"layer {i}", f"low rank {min(ranks)}", "r", min(ranks), i)
+    if len(space.pixels) > 1:
+        variant("input", f"pixels kept {max(space.pixels):.0%} -> {min(space.pixels):.0%}", "pix", min(space.pixels))
+    if len(space.distill) > 1:
+        variant("training", "distillation on", "kd", True)
+    return rows
+
+
+def sensitivity(space, inputs, cfg: SearchConfig, cache: Cache) -> list[dict]:
+    """Accuracy (validation, one seed) and estimated cycles of each sensitivity_variants row."""
+    from flows.search.study import untrained
+    from qat.train import train
+
+    def accuracy(design) -> float:
+        hooks = inputs.hooks(design)
+        return train(design.spec, inputs.dataset(design, inputs.ds), train_config(cfg, cfg.seed), progress=False,
+                     hooks=hooks).metrics["test_accuracy"]
+
+    def estimate(design) -> dict:
+        return estimate_checkpoint(untrained(design.spec, inputs.dataset(design, inputs.ds), cfg),
+                                   Path(cfg.out) / "sensitivity" / spec_id(design), cfg)
+
     rows = []
-    for where, change, (w, a, inb, p) in variants:
-        spec = space.spec(w, a, inb, p)
-        acc = cache.get_or_make({"sens": spec.to_dict(), "seed": cfg.seed, "epochs": cfg.epochs, "data": cfg.data,
-                                 "dropout": cfg.dropout},
-                                lambda: train(spec, ds_val, train_config(cfg, cfg.seed), progress=False)
-                                .metrics["test_accuracy"])
-        est = cache.get_or_make({"sens-est": spec.to_dict(), "board": cfg.board, "data": cfg.data},
-                                lambda: estimate_checkpoint(untrained(spec, ds_val, cfg),
-                                                            Path(cfg.out) / "sensitivity" / spec_id(spec), cfg))
-        rows.append({"where": where, "change": change, "val_accuracy": acc, "cycles_per_image": est["cycles_per_image"],
-                     "LUT": est["total"]["LUT"], "binding": est["binding"]})
+    for where, change, choices in sensitivity_variants(space):
+        design = inputs.design(choices)
+        acc = cache.get_or_make({"sens": design_key(design, inputs), "seed": cfg.seed, "epochs": cfg.epochs,
+                                 "data": cfg.data, "dropout": cfg.dropout}, lambda d=design: accuracy(d))
+        est = cache.get_or_make({"sens-est": design.shape_dict(), "board": cfg.board, "data": cfg.data},
+                                lambda d=design: estimate(d))
+        rows.append({"where": where, "change": change, "design": design.to_dict(), "val_accuracy": acc,
+                     "cycles_per_image": est["cycles_per_image"], "LUT": est["total"]["LUT"],
+                     "binding": est["binding"]})
     ref = rows[0]
     for r in rows:
         r["accuracy_drop_points"] = 100 * (ref["val_accuracy"] - r["val_accuracy"])
@@ -177,12 +215,6 @@ def sensitivity(space, ds_val, cfg: SearchConfig, cache: Cache) -> list[dict]:
 
 def spec_id(spec) -> str:
     return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _with(base, which: int, i: int, value):
-    parts = [list(base[0]), list(base[1]), base[2], list(base[3])]
-    parts[which][i] = value
-    return tuple(parts)
 
 
 def gain_over_uniform(front: list[dict], uniform: list[dict]) -> dict:
@@ -260,9 +292,13 @@ def trial_rows(trials) -> list[dict]:
 
 
 def _design(spec: dict) -> str:
-    widths = spec.get("widths")
+    """A design's per-layer settings in one cell (flows.search.space.Design.to_dict)."""
+    widths, ranks = spec.get("widths"), spec.get("ranks")
     return (f"w{spec['weight_bits']} a{spec['act_bits']} in{spec['in_bits']}"
-            + (f" widths {widths}" if widths else ""))
+            + (f" widths {widths}" if widths else "")
+            + (f" ranks {['-' if r is None else r for r in ranks]}" if ranks and any(r is not None for r in ranks) else "")
+            + (f" pixels {spec['kept_pixels']}" if spec.get("kept_pixels") else "")
+            + (" distilled" if spec.get("distill") else ""))
 
 
 def markdown(report: dict) -> str:
@@ -272,6 +308,13 @@ def markdown(report: dict) -> str:
               f"search wall time {report['wall_s']:.0f} s; sampler {cfg['sampler']}; {cfg['epochs']} epochs per trial; "
               f"accuracy: test split, mean of {cfg['seeds']} seeds (measured); cycles, images/s, LUT, BRAM: estimated "
               f"(FINN + DMA bound); CPU: {report.get('cpu_label', 'measured here')}.", ""]
+    teacher, space = report.get("teacher"), report.get("space", {})
+    if teacher:
+        lines += [f"Distillation teacher: {teacher['model']}, {teacher['epochs']} epochs, trained once on the search's "
+                  f"training split (<out>/{teacher['path']}): validation accuracy {100 * teacher['val_accuracy']:.2f}% "
+                  "(measured).", ""]
+    elif space.get("teacher") and True in space.get("distill", []):
+        lines += [f"Distillation teacher: {space['teacher']} (a file).", ""]
     lines += ["## Pareto front (retrained) and uniform zoo models", "",
               "| design | kind | test acc % (min-max) | cycles/image | images/s | latency us | LUT | BRAM18 | fits | "
               "binding | CPU b1 p50 us |", "|---|---|---|---|---|---|---|---|---|---|---|"]

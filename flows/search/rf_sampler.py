@@ -13,7 +13,8 @@ which an offline machine cannot do; so this is the same idea in one small class:
   the one with the lowest confidence bound (mean - kappa * spread across trees) is
   proposed; designs already tried are skipped.
 
-Parameters must be categorical with numeric choices (the search space's bits and ratios).
+Parameters must be categorical with numeric choices (the search space's bits, ratios, ranks and shares;
+true/false count as 1/0, a rank of None, a layer kept whole, as 0).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class RandomForestSampler(BaseSampler):
         if not search_space or len(done) < self.n_startup:
             return {}
         names = sorted(search_space)
-        x = np.array([[float(t.params[n]) for n in names] for t in done if all(n in t.params for n in names)])
+        x = np.array([[_number(t.params[n]) for n in names] for t in done if all(n in t.params for n in names)])
         y = self._scalarise(done)
         from sklearn.ensemble import RandomForestRegressor
 
@@ -73,7 +74,7 @@ class RandomForestSampler(BaseSampler):
         return norm @ weights + PENALTY * penalty
 
     def _candidates(self, space, names, best) -> np.ndarray:
-        choices = [np.array(space[n].choices, dtype=float) for n in names]
+        choices = [np.array([_number(c) for c in space[n].choices], dtype=float) for n in names]
         rand = np.stack([self._rng.choice(c, size=self.n_candidates) for c in choices], axis=1)
         near = []
         for i, c in enumerate(choices):
@@ -84,9 +85,14 @@ class RandomForestSampler(BaseSampler):
         return np.unique(np.concatenate([rand, np.array(near)]), axis=0)
 
 
+def _number(choice) -> float:
+    """A choice as the forest reads it: None (a low-rank layer kept whole) as 0, true/false as 1/0."""
+    return 0.0 if choice is None else float(choice)
+
+
 def _choice(dist: CategoricalDistribution, value: float):
-    """The distribution's own choice (int or float) equal to ``value``."""
+    """The distribution's own choice (int, float, bool or None) equal to ``value``."""
     for c in dist.choices:
-        if float(c) == value:
+        if _number(c) == value:
             return c
     raise ValueError(f"{value} is not a choice of {dist.choices}")

@@ -1,9 +1,11 @@
 """The Optuna study of a search: storage, identity, and one trial's evaluation.
 
-A trial picks a design (flows.search.space), then, cheapest first:
+A trial picks a design (flows.search.space: the model spec, the input pixels kept,
+distillation), then, cheapest first:
 1. estimates it on the board with the flow itself, up to the estimate step, from an
    untrained model of that shape and those bit widths (FINN's estimate needs only
-   shapes and bit widths); a design that does not fit, or that a finished trial that
+   shapes and bit widths; low-rank halves and the kept pixels are shapes, so the estimate
+   sees them); a design that does not fit, or that a finished trial that
    met the accuracy target beats on both estimated latency and LUTs, is not trained;
 2. trains it (qat.train) on the training split less a validation split, stopping early
    when at half its epochs it is ``stop_margin`` below the target;
@@ -24,7 +26,8 @@ from pathlib import Path
 
 from flows.errors import ConfigError
 from flows.search.config import SearchConfig
-from flows.search.space import SearchSpace, space_hash
+from flows.search.inputs import DesignInputs
+from flows.search.space import Design, SearchSpace, space_hash
 
 STUDY_NAME = "flows-search"
 HEARTBEAT_S = 10
@@ -110,6 +113,11 @@ class Evaluator:
     cfg: SearchConfig
     space: SearchSpace
     data: object  # qat.data.Dataset whose test split is the validation split
+    inputs: DesignInputs | None = None  # kept pixels and teacher; made from ``data`` when not given
+
+    def __post_init__(self):
+        if self.inputs is None:
+            self.inputs = DesignInputs(self.space, self.data, self.cfg)
 
     def __call__(self, trial) -> tuple[float, float]:
         from flows.errors import FlowsError
@@ -123,8 +131,8 @@ class Evaluator:
     def _evaluate(self, trial) -> tuple[float, float]:
         import optuna
 
-        spec = self.space.suggest(trial)
-        trial.set_user_attr("spec", spec.to_dict())
+        design = self.inputs.design(self.space.suggest(trial))
+        trial.set_user_attr("spec", design.to_dict())
         twin = self._same_design(trial)
         if twin is not None:
             for key, value in twin.user_attrs.items():
@@ -133,7 +141,7 @@ class Evaluator:
             trial.set_user_attr("duplicate_of", twin.number)
             return tuple(twin.values)
         work = Path(self.cfg.out) / "trials" / f"{trial.number:04d}"
-        est = self.estimate(spec, work / "untrained")
+        est = self._same_shape(trial, design) or self.estimate(design, work / "untrained")
         trial.set_user_attr("estimate", est)
         values = (float(est["cycles_per_image"]), float(est["total"]["LUT"]))
         fits = 0.0 if est["fits"] else 1.0
@@ -143,18 +151,19 @@ class Evaluator:
             trial.set_user_attr("not_trained", why)
             set_constraints(trial, 1.0, fits)
             return values
-        acc = self.train(spec, trial)
+        acc = self.train(design, trial)
         trial.set_user_attr("val_accuracy", acc)
         set_constraints(trial, self.cfg.target_accuracy - acc, fits)
         if acc < self.cfg.target_accuracy - self.cfg.stop_margin and trial.user_attrs.get("stopped_at"):
             raise optuna.TrialPruned(f"validation accuracy {acc:.4f} at epoch {trial.user_attrs['stopped_at']}")
         return values
 
-    def estimate(self, spec, work: Path) -> dict:
-        """The flow's estimate of ``spec`` from an untrained model: shapes and bit widths are all it needs."""
-        return estimate_checkpoint(untrained(spec, self.data, self.cfg), work, self.cfg)
+    def estimate(self, design: Design, work: Path) -> dict:
+        """The flow's estimate of ``design`` from an untrained model: shapes and bit widths are all it needs."""
+        return estimate_checkpoint(untrained(design.spec, self.inputs.dataset(design, self.data), self.cfg), work,
+                                   self.cfg)
 
-    def train(self, spec, trial) -> float:
+    def train(self, design: Design, trial) -> float:
         from qat.train import train
 
         def stop_early(epoch: int, metrics: dict) -> None:
@@ -164,7 +173,8 @@ class Evaluator:
                 raise _Stop(metrics["test_accuracy"])
 
         try:
-            ckpt = train(spec, self.data, train_config(self.cfg, self.cfg.seed), progress=False, on_epoch=stop_early)
+            ckpt = train(design.spec, self.inputs.dataset(design, self.data), train_config(self.cfg, self.cfg.seed),
+                         progress=False, on_epoch=stop_early, hooks=self.inputs.hooks(design))
         except _Stop as stop:
             return stop.accuracy
         return float(ckpt.metrics["test_accuracy"])
@@ -176,6 +186,17 @@ class Evaluator:
         for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if other.params == trial.params and other.number != trial.number:
                 return other
+        return None
+
+    def _same_shape(self, trial, design: Design) -> dict | None:
+        """The estimate of a finished trial of the same shape (a distilled twin): reused, not built again."""
+        from optuna.trial import TrialState
+
+        shape = design.shape_dict()
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            spec = other.user_attrs.get("spec")
+            if spec is not None and "estimate" in other.user_attrs and Design.from_dict(spec).shape_dict() == shape:
+                return other.user_attrs["estimate"]
         return None
 
     def _dominated(self, study, values: tuple[float, float]) -> str | None:
@@ -201,7 +222,8 @@ def train_config(cfg: SearchConfig, seed: int):
 
 
 def untrained(spec, ds, cfg: SearchConfig):
-    """A checkpoint of ``spec`` with its initial weights: enough for FINN's estimate (shapes, bits)."""
+    """A checkpoint of ``spec`` with its initial weights for ``ds``'s images (pixel-pruned ones record their
+    kept pixels): enough for FINN's estimate (shapes, bits)."""
     import torch
 
     from qat.models import build_model
