@@ -12,6 +12,12 @@ DEFAULT_MODEL = "tfc-w1a1"
 INPUT_QUANT = ("fpga", "host")  # BuildConfig.input_quant
 
 
+def input_quant_for(in_bits: int, pixel_bits: int = 8) -> str:
+    """Where a model's input quantiser should run: on the host when it has fewer bits than the raw
+    pixel (the DMA then streams in_bits per pixel, not pixel_bits), else on the FPGA."""
+    return "host" if in_bits < pixel_bits else "fpga"
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """Training used when the build has no checkpoint (see qat.train.TrainConfig)."""
