@@ -89,15 +89,15 @@ class Recorder:
         self.keep(start, part, lambda rows: context_decisions(batched, ctx, rows, float_stage=self.float_stage,
                                                               values=not self.float_stage))
 
-    def explained(self, hardware_model, images: np.ndarray, hardware_input=None) -> tuple[dict[int, dict], dict | None]:
+    def explained(self, hardware_model, images: np.ndarray,
+                  hardware_decisions=None) -> tuple[dict[int, dict], dict | None]:
         """flows.boundary's verdict per differing image (none when too many to analyse), and for a
         float stage how the hardware resolved the values that sat exactly on a tie."""
         if not self.images or self.too_many:
             return {}, self._ties(None, None) if self.float_stage and not self.too_many else None
         index = np.array(self.images)
-        x = (hardware_input or to_graph_input)(hardware_model, images[index])
-        hardware = graph_decisions(hardware_model, x, float_stage=False,
-                                   values=not self.float_stage)
+        hardware = (hardware_decisions or _graph_hardware_decisions)(hardware_model, images[index],
+                                                                     not self.float_stage)
         stage = Decisions.stack(self.parts)
         differs = np.array(self.differs)
         verdicts = explain(stage.rows(np.nonzero(differs)[0]), hardware.rows(np.nonzero(differs)[0])) \
@@ -116,6 +116,27 @@ class Recorder:
             report["images_on_hidden_tie"] = int(on_tie.sum())
             report.update(tie_resolutions(stage, hardware))
         return report
+
+
+def _graph_hardware_decisions(hardware_model, images: np.ndarray, values: bool) -> Decisions:
+    return graph_decisions(hardware_model, to_graph_input(hardware_model, images), float_stage=False, values=values)
+
+
+def hardware_decisions(build, hardware_model, images: np.ndarray, values: bool) -> Decisions:
+    """The hardware's activation decisions on ``images`` as the host and the accelerator make them: with
+    a host input quantiser, its levels first (the stages' input quantiser lines up with it), then the
+    dataflow graph's on the host-quantised inputs."""
+    dec = graph_decisions(hardware_model, build.hardware_input(hardware_model, images), float_stage=False,
+                          values=values)
+    q = build.input_quantiser()
+    if q is None:
+        return dec
+    raw = to_graph_input(hardware_model, images).astype(np.int64)
+    emitted = values and q.datatype not in ("BIPOLAR", "BINARY")  # as flows.boundary._emitted reads a layer
+    first = q(raw) if emitted else q.layer.thresholds(raw)
+    first = first.transpose(0, 3, 1, 2) if first.ndim == 4 else first  # NHWC -> NCHW, as the stages
+    return Decisions([first.reshape(len(images), -1).astype(np.int64), *dec.counts], None,
+                     ["host input quantiser", *(dec.names or [])])
 
 
 def differing(ref: StageOutput, out: StageOutput, exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -195,8 +216,9 @@ def verify_stages(build) -> tuple[dict, dict[str, StageOutput]]:
         exact[name] = not scaled
     stages = {}
     for name, out in outputs.items():
-        explained, ties = (recorders[name].explained(hardware_model, images, build.hardware_input)
-                           if recorders.get(name) else ({}, None))
+        explained, ties = (recorders[name].explained(
+            hardware_model, images, lambda m, x, values: hardware_decisions(build, m, x, values))
+            if recorders.get(name) else ({}, None))
         stages[name] = {**compare(ref, out, exact[name], labels, explained), "seconds": seconds[name]}
         if ties is not None:
             stages[name]["ties"] = ties

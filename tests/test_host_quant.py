@@ -131,3 +131,18 @@ def test_flow_builds_and_verifies_with_the_input_quantiser_on_the_host(in_bits, 
     assert package.spec.input.datatype == q.datatype and package.inputs.max() > 1  # raw pixels go in
     for predict in (open_accelerator(package, "sim").execute, load(run / "deploy" / "executor").run):
         np.testing.assert_array_equal(predict(package.inputs).reshape(-1), package.expected)
+    # the hardware's decisions (host quantiser first, then the dataflow graph's) line up with an integer
+    # stage's layer by layer, so a differing image is analysed as in an --input-quant fpga build
+    from flows.boundary import graph_decisions
+    from flows.build import Build, load_config
+    from flows.execute import to_graph_input
+    from flows.verify import hardware_decisions
+
+    build = Build(load_config(run))
+    streamlined = build.model("streamline")
+    for values in (False, True):
+        stage = graph_decisions(streamlined, to_graph_input(streamlined, images[:40]), False, values)
+        hardware = hardware_decisions(build, build.model("fold"), images[:40], values)
+        assert len(stage.counts) == len(hardware.counts)
+        for ours, theirs in zip(stage.counts, hardware.counts):
+            np.testing.assert_array_equal(ours, theirs)
