@@ -100,6 +100,21 @@ def test_executor_takes_raw_values_and_quantises_first():
     np.testing.assert_array_equal(ex.run_stream(q(raw)), q(raw))
 
 
+@pytest.mark.parametrize("pixels,bits,simd,beats,width", [
+    (784, 2, 16, 49, 32),  # 1,568 bits: gcd with 64 is 32, FINN's IODMA narrows the port
+    (512, 2, 512, 16, 64),  # 1,024 bits: the whole 64-bit port
+    (784, 1, 16, 49, 16),  # 784 bits in 2-byte words: gcd 16
+    (784, 1, 49, 14, 64),  # 49-bit words padded to 56 bits: 16 x 56 = 896 bits, gcd 64
+    (512, 1, 512, 8, 64),
+], ids=["784px-2b", "512px-2b", "784px-1b", "784px-1b-padded", "512px-1b"])
+def test_iodma_width_rule_for_narrow_inputs(pixels, bits, simd, beats, width):
+    """FINN's InsertIODMA: transfer = padded stream word x words; IODMA width = gcd(transfer, AXI)."""
+    from host.perf_model import Port
+
+    port = Port(pixels * bits, 8 * -(-simd * bits // 8), pixels // simd)
+    assert (port.beats(64), port.dma_width(64)) == (beats, width)
+
+
 # -- through the flow ---------------------------------------------------------------------------
 
 
