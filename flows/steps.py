@@ -268,7 +268,8 @@ def _conv_hw() -> tuple:
 
 def step_hw_layers(build, out: Path) -> dict:
     """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect; with convolutions
-    also ConvolutionInputGenerator and Pool)."""
+    also ConvolutionInputGenerator and Pool). With --input-quant host the input Thresholding
+    goes back to the host (MoveInputThresholdsToHost), its thresholds in input_quantiser.json."""
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import \
         InferQuantizedMatrixVectorActivation
