@@ -115,6 +115,20 @@ def test_iodma_width_rule_for_narrow_inputs(pixels, bits, simd, beats, width):
     assert (port.beats(64), port.dma_width(64)) == (beats, width)
 
 
+def test_bad_input_quant_names_the_option():
+    from flows.config import BuildConfig
+    from flows.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--input-quant 'gpu': use one of fpga, host"):
+        BuildConfig(input_quant="gpu")
+
+
+def test_only_fewer_bits_than_the_pixel_go_to_the_host():
+    from flows.config import input_quant_for
+
+    assert [input_quant_for(b) for b in (1, 2, 4, 8)] == ["host", "host", "host", "fpga"]
+
+
 # -- through the flow ---------------------------------------------------------------------------
 
 
