@@ -266,7 +266,7 @@ def check_host_input(build) -> dict:
     host = q(x.astype(np.int64)).astype(np.float64)
     bad = np.argwhere(graph != host)
     report = {"where": "host", "quantiser": f"{q.raw_datatype} -> {q.datatype}", "values": int(x.size),
-              "mismatches": int(len(bad)), "against": f"streamlined graph node {node.name} (MultiThreshold)"}
+              "mismatches": len(bad), "against": f"streamlined graph node {node.name} (MultiThreshold)"}
     if len(bad):
         v, c = bad[0]
         report["first_mismatch"] = {"value": float(values[v]), "channel": int(c), "graph": float(graph[v, c]),

@@ -376,7 +376,7 @@ class InputQuantiser:
         return self.layer(x.astype(container(lo, hi), copy=False))
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "InputQuantiser":
+    def from_dict(cls, raw: dict) -> InputQuantiser:
         try:
             return cls(raw["raw_datatype"], raw["datatype"], raw["ActVal"], np.asarray(raw["thresholds"], np.int64))
         except (KeyError, TypeError, ValueError) as exc:
