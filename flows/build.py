@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from boards import Board, load_board
 from flows import steps as s
 from flows.config import BuildConfig
@@ -66,6 +68,26 @@ class Build:
 
         path = self.cfg.checkpoint or self.dir("train") / "checkpoint.pt"
         return load_checkpoint(path).data.kept_pixels if Path(path).is_file() else None
+
+    def input_quantiser(self):
+        """The input quantiser the host runs (--input-quant host), as host.executor.InputQuantiser;
+        None when the accelerator quantises its own input (or the model has no input quantiser)."""
+        from flows.steps import INPUT_QUANTISER_JSON
+        from host.executor import InputQuantiser
+
+        path = self.dir("hw_layers") / INPUT_QUANTISER_JSON
+        if self.cfg.input_quant != "host" or not path.is_file():
+            return None
+        return InputQuantiser.from_dict(json.loads(path.read_text()))
+
+    def hardware_input(self, model, images):
+        """``images`` (N, C, H, W raw pixels) as the dataflow partition ``model`` takes them: laid out
+        (flows.execute.to_graph_input) and, with a host input quantiser, quantised by it."""
+        from flows.execute import to_graph_input
+
+        x = to_graph_input(model, images)
+        q = self.input_quantiser()
+        return x if q is None else q(x.astype(np.int64)).astype(np.float32)
 
     @property
     def pixel_max(self) -> int:

@@ -8,9 +8,10 @@
 - the FPGA estimate: the build flow (flows.build.run_build) on the compressed checkpoint to
   ``estimate`` (cfg.candidate "estimate") or through verify and package ("full": every stage
   bit-exact on the whole test split): cycles per layer, images/s, latency, binding bound,
-  LUT/BRAM/DSP, fits or not (estimated, FINN's models); plus the input-DMA bound when the
-  host streams the quantised input (in_bits per pixel): *modelled*, since today's graph
-  input is the raw 8-bit pixel (the input datatype from the model is another change);
+  LUT/BRAM/DSP, fits or not (estimated, FINN's models). A model whose input quantiser has
+  fewer bits than the raw pixel is built with ``input_quant`` host (flows.config.input_quant_for):
+  the host quantises, the DMA streams in_bits per pixel, and the estimate's input-DMA bound
+  is that of the narrow stream;
 - CPU (and GPU when CUDA is present): flows.bench on the package (``full`` only): batch-1
   p50/p99 and best throughput of PyTorch (Brevitas) and onnxruntime, outputs checked
   against the verified design, per-layer times from forward hooks (measured here);
@@ -19,7 +20,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from host.results import markdown_table
@@ -51,9 +51,8 @@ def candidate_report(cfg, checkpoint: Path, steps: list[dict], out: Path) -> dic
               "weights": params, "storage": storage_columns(ckpt),
               "techniques": [{k: s[k] for k in ("name", "options", "fpga_effect", "test_accuracy", "report")}
                              for s in steps]}
-    deploy, fpga = _build(cfg, checkpoint, out / "build")
+    deploy, fpga = _build(cfg, checkpoint, out / "build", ckpt.spec.in_bits)
     report["fpga"] = fpga
-    report["fpga"]["host_quantised_input"] = quantised_input_bound(ckpt, fpga)
     report["cpu"] = _bench(deploy, checkpoint, out / "bench") if deploy else {
         "skipped": "candidate 'estimate': no package to benchmark (use candidate 'full')"}
     report["layers"] = layer_table(report)
@@ -62,41 +61,28 @@ def candidate_report(cfg, checkpoint: Path, steps: list[dict], out: Path) -> dic
     return report
 
 
-def _build(cfg, checkpoint: Path, run_dir: Path) -> tuple[Path | None, dict]:
+def _build(cfg, checkpoint: Path, run_dir: Path, in_bits: int) -> tuple[Path | None, dict]:
     """Run the build flow to estimate (or through package); the estimate and the verification."""
     from flows.build import run_build
-    from flows.config import BuildConfig
+    from flows.config import BuildConfig, input_quant_for
 
     to = "package" if cfg.candidate == "full" else "estimate"
     bcfg = BuildConfig(board=cfg.board, checkpoint=Path(checkpoint).resolve(), data=cfg.data,
                        data_dir=Path(cfg.data_dir) if cfg.data_dir else None, out=run_dir, to_step=to,
-                       allow_overflow=True, target_fps=cfg.target_fps)
+                       allow_overflow=True, target_fps=cfg.target_fps, input_quant=input_quant_for(in_bits))
     reports = run_build(bcfg)
     est = reports["estimate"]
     fpga = {k: est[k] for k in ("kind", "board", "clock_mhz", "cycles_per_image", "compute_cycles", "io_in_cycles",
-                                "binding", "fps", "latency_us", "fits", "total", "capacity", "in_bytes")}
+                                "binding", "fps", "latency_us", "fits", "total", "capacity", "in_bytes",
+                                "in_transfer_bits", "dma_in_cycles", "dma_in_why", "ii_why")}
+    fpga["input_quant"] = bcfg.input_quant
+    fpga["input_quantiser"] = reports.get("hw_layers", {}).get("input_quantiser")
     fpga["layers"] = [{"name": l["name"], "op_type": l["op_type"], "cycles": l["cycles"], "folding": l["folding"],
                        "resources": l["resources"]} for l in est["layers"]]
     fpga["utilisation"] = {r: est["total"][r] / est["capacity"][r] for r in est["total"] if est["capacity"].get(r)}
     if "verify" in reports:
         fpga["verified"] = {"passed": reports["verify"]["passed"], "summary": reports["verify"]["summary"]}
     return (run_dir / "deploy" if to == "package" else None), fpga
-
-
-def quantised_input_bound(ckpt, fpga: dict) -> dict:
-    """Input-DMA cycles per image if the host streamed in_bits-wide quantised pixels (modelled)."""
-    from boards import load_board
-
-    board = load_board(fpga["board"])
-    pixels = math.prod(ckpt.data.image_shape)
-    in_bytes = math.ceil(pixels * ckpt.spec.in_bits / 8)
-    io = math.ceil(in_bytes / board.axi_bytes_per_cycle)
-    cycles = max(io, fpga["compute_cycles"])
-    return {"kind": "modelled", "in_bits": ckpt.spec.in_bits, "in_bytes": in_bytes, "io_in_cycles": io,
-            "cycles_per_image": cycles, "fps": board.clock_mhz * 1e6 / cycles,
-            "binding": "I/O (input DMA)" if io >= fpga["compute_cycles"] else "compute",
-            "note": "the host quantises pixels to in_bits and packs them (the graph's input is still the raw pixel); "
-                    "compute at this build's folding: fold for the faster rate with target_fps"}
 
 
 def _bench(deploy: Path, checkpoint: Path, out: Path) -> dict:
@@ -143,7 +129,7 @@ def _cpu_groups(layers: list[dict]) -> list[dict]:
 
 
 def markdown(r: dict) -> str:
-    f, q = r["fpga"], r["fpga"]["host_quantised_input"]
+    f = r["fpga"]
     util = ", ".join(f"{k} {100 * v:.1f}%" for k, v in f["utilisation"].items() if v)
     lines = [f"# Candidate: {json.dumps(r['model'])} on {r['data']}, {r['board']}", "",
              f"- test accuracy: **{100 * r['test_accuracy']['value']:.2f}%** ({r['test_accuracy']['images']} images, "
@@ -151,8 +137,8 @@ def markdown(r: dict) -> str:
              f"- weights: {r['weights']:,}; storage: " + ", ".join(f"{k} {v:,}" for k, v in r["storage"].items()),
              f"- FPGA (estimated, FINN's models): {f['cycles_per_image']:,} cycles/image, {f['fps']:,.0f} images/s, "
              f"latency {f['latency_us']:.2f} us, bound: {f['binding']}, fits: {'yes' if f['fits'] else 'no'} ({util})",
-             f"- FPGA with host-quantised {q['in_bits']}-bit input (modelled): {q['io_in_cycles']} DMA cycles, "
-             f"{q['cycles_per_image']:,} cycles/image, {q['fps']:,.0f} images/s, bound: {q['binding']}"]
+             f"- input quantiser on the {f['input_quant']} ({f['input_quantiser'] or 'none moved'}); input DMA: "
+             f"{f['in_bytes']} B/image, {f['dma_in_cycles']:.1f} cycles ({f['dma_in_why']})"]
     if "verified" in f:
         lines.append(f"- verification: {'passed' if f['verified']['passed'] else 'FAILED'}: {f['verified']['summary']}")
     lines += [""] + markdown_table(["technique", "fpga_effect", "accuracy after", "figures"], [

@@ -84,6 +84,12 @@ def _steps() -> OneOf:
     return OneOf("step", STEP_NAMES)
 
 
+def _input_quant() -> OneOf:
+    from flows.config import INPUT_QUANT
+
+    return OneOf("input quantiser place", INPUT_QUANT)
+
+
 def _candidate_levels() -> OneOf:
     from qat.compress.config import CANDIDATE_LEVELS
 
@@ -96,6 +102,7 @@ SEARCH_MODEL = _search_models()
 DATA = _datasets()
 STEP = _steps()
 CANDIDATE = _candidate_levels()
+INPUT_QUANT = _input_quant()
 # homes import torch: flows.search.config.SAMPLERS, qat.compress.structured.SCHEDULES, flows.baselines.TARGETS
 SAMPLER = OneOf("sampler", ("tpe", "nsga2", "random", "rf"))
 SCHEDULE = OneOf("prune schedule", ("oneshot", "agp"))

@@ -64,6 +64,10 @@ def build(
     from_step: Optional[str] = typer.Option(None, "--from", **choices.STEP.typer_args, help="Resume at this step."),
     to_step: Optional[str] = typer.Option(None, "--to", **choices.STEP.typer_args, help="Stop after this step."),
     allow_overflow: bool = typer.Option(False, help="Continue when the design does not fit the board."),
+    input_quant: str = typer.Option("fpga", **choices.INPUT_QUANT.typer_args,
+                                    help="Where the input quantiser runs: fpga (a Thresholding layer on "
+                                    "the raw 8-bit pixels) or host (the host quantises, the DMA streams the "
+                                    "narrow values; docs/compression.md)."),
     epochs: int = typer.Option(40, help="Training epochs when no checkpoint is given."),
     seed: int = typer.Option(0, help="Training seed."),
 ):
@@ -74,7 +78,7 @@ def build(
     _run(lambda: _build(BuildConfig(
         board=board, model=model, model_config=model_config, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
         data_file=data_file, input_datatype=input_datatype, verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
-        from_step=from_step, to_step=to_step, allow_overflow=allow_overflow,
+        from_step=from_step, to_step=to_step, allow_overflow=allow_overflow, input_quant=input_quant,
         train=TrainOptions(epochs=epochs, seed=seed))))
 
 

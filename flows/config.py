@@ -12,6 +12,13 @@ from qat.train_config import TrainConfig
 TrainOptions = TrainConfig  # the name builds used: training when the build has no checkpoint
 
 DEFAULT_MODEL = "tfc-w1a1"
+INPUT_QUANT = ("fpga", "host")  # BuildConfig.input_quant
+
+
+def input_quant_for(in_bits: int, pixel_bits: int = 8) -> str:
+    """Where a model's input quantiser should run: on the host when it has fewer bits than the raw
+    pixel (the DMA then streams in_bits per pixel, not pixel_bits), else on the FPGA."""
+    return "host" if in_bits < pixel_bits else "fpga"
 
 
 def check_readable_file(option: str, path: Path, error: type = ConfigError) -> None:
@@ -61,6 +68,9 @@ class BuildConfig:
     from_step: str | None = None
     to_step: str | None = None
     allow_overflow: bool = False  # go on when the design does not fit the board
+    # where the input quantiser runs (docs/compression.md): "fpga", a Thresholding layer on the raw
+    # pixels streamed at 8 bits; "host", the host applies its thresholds and streams the narrow result
+    input_quant: str = "fpga"
     train: TrainConfig = field(default_factory=TrainConfig)  # used when the build has no checkpoint
 
     def __post_init__(self):
@@ -81,6 +91,8 @@ class BuildConfig:
             raise ConfigError("give --data or --data-file, not both")
         if self.input_datatype is not None:
             self._check_input_datatype()
+        if self.input_quant not in INPUT_QUANT:
+            raise ConfigError(f"--input-quant {self.input_quant!r}: use one of {', '.join(INPUT_QUANT)}")
         for option, path, error in (("--checkpoint", self.checkpoint, ModelError), ("--onnx", self.onnx, ModelError),
                                     ("--model-config", self.model_config, ConfigError),
                                     ("--folding", self.folding, ConfigError)):
@@ -129,7 +141,8 @@ class BuildConfig:
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 **({"model_config": str(self.model_config)} if self.model_config else {}),
                 **({"data_file": str(self.data_file)} if self.data_file else {}),
-                "data": self.data, "board": self.board}
+                "data": self.data, "board": self.board,
+                **({"input_quant": self.input_quant} if self.input_quant != "fpga" else {})}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, indent=2)

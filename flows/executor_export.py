@@ -17,9 +17,10 @@ from flows.errors import ModelError
 from host.executor import FORMAT, JSON_NAME, NPZ_NAME
 
 
-def export_executor(model, out_dir: Path) -> dict:
+def export_executor(model, out_dir: Path, host_input: dict | None = None) -> dict:
     """Write ``out_dir/executor.json`` and ``out_dir/executor.npz`` for ``model``
     (a folded FINN dataflow partition, a chain of HW layers); returns a summary.
+    ``host_input``: the input quantiser the host runs first (`input_quantiser_dict`), if any.
     ModelError, naming the node and its op, for a node the executor cannot run."""
     out_dir = Path(out_dir)
     _check_chain(model)
@@ -33,6 +34,8 @@ def export_executor(model, out_dir: Path) -> dict:
             "input": _port(model, model.graph.input[0].name),
             "output": _port(model, model.graph.output[0].name),
             "layers": layers}
+    if host_input is not None:
+        meta["host_input"] = host_input
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / JSON_NAME).write_text(json.dumps(meta, indent=1))
     np.savez_compressed(out_dir / NPZ_NAME, **arrays)
@@ -134,6 +137,21 @@ def _mvau(model, node, inst):
 
 def _thresholding(model, node, inst):
     return {"ActVal": int(inst.get_nodeattr("ActVal"))}, {"thresholds": _thresholds(model, node, 1)}
+
+
+def input_quantiser_dict(model, node, raw_datatype: str) -> dict:
+    """host.executor.InputQuantiser's JSON for a host-side input MultiThreshold (MoveInputThresholdsToHost:
+    out_scale 1 and out_bias ActVal, or a BIPOLAR output with out_scale 2 and out_bias 2 * ActVal - 1)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    inst = getCustomOp(node)
+    datatype = _datatype(model, node.output[0], node)
+    scale, bias = inst.get_nodeattr("out_scale"), inst.get_nodeattr("out_bias")
+    act_val = (bias + 1) / 2 if datatype == "BIPOLAR" else bias
+    if scale != (2.0 if datatype == "BIPOLAR" else 1.0) or act_val != int(act_val):
+        raise ModelError(f"{_where(node)}out_scale {scale}, out_bias {bias}: not a Thresholding the host can run")
+    return {"raw_datatype": raw_datatype, "datatype": datatype, "ActVal": int(act_val),
+            "thresholds": _thresholds(model, node, 1).astype(np.int64).tolist()}
 
 
 def _label_select(model, node, inst):

@@ -13,12 +13,14 @@ MAX_TEST_VECTORS = 1000
 NOTEBOOK_TEMPLATE = Path(__file__).parent / "templates" / "benchmark.ipynb"
 
 
-def io_spec(model) -> dict:
-    """Shapes and datatypes at the accelerator's boundary, as FINN's driver describes them."""
+def io_spec(model, input_quantiser=None) -> dict:
+    """Shapes and datatypes at the accelerator's boundary, as FINN's driver describes them, and the
+    input quantiser the host runs before packing (host.executor.InputQuantiser), if any."""
     from qonnx.custom_op.registry import getCustomOp
 
     first, last = getCustomOp(model.graph.node[0]), getCustomOp(model.graph.node[-1])
-    return {
+    quantiser = {"input_quantiser": input_quantiser.to_dict()} if input_quantiser is not None else {}
+    return {**quantiser,
         "input": {"datatype": str(model.get_tensor_datatype(model.graph.input[0].name)),
                   "shape": [int(d) for d in first.get_normal_input_shape()],
                   "normal_shape": [int(d) for d in first.get_normal_input_shape()],  # host.driver.IOSpec's key
@@ -51,9 +53,10 @@ def _assemble(build, final: Path, verified: bool) -> dict:
     work.mkdir(parents=True)
     model = build.model("fold")
     model.save(str(work / "dataflow.onnx"))
-    spec = io_spec(model)
+    quantiser = build.input_quantiser()  # --input-quant host: the host quantises before packing
+    spec = io_spec(model, quantiser)
     (work / "io_spec.json").write_text(json.dumps(spec, indent=2))
-    export_executor(model, work / "executor")
+    export_executor(model, work / "executor", quantiser.to_dict() if quantiser is not None else None)
     decision = _is_decision(model)
     n_vectors = _write_test_vectors(build, work, spec, decision if not verified else None)
     bitfile = _copy_bitfile(build, work) if verified else None
@@ -64,6 +67,9 @@ def _assemble(build, final: Path, verified: bool) -> dict:
             "expected": "verified: identical across every stage of the verify step" if verified else
                         "the numpy executor's outputs of the folded design (the verify step did not run)",
             "executor": "executor/"}  # numpy-only executor of the same design (host.executor)
+    if quantiser is not None:
+        meta["input_quant"] = (f"host: raw {quantiser.raw_datatype} pixels are quantised to {quantiser.datatype} "
+                               "by host.executor.InputQuantiser (io_spec.json input_quantiser) before packing")
     if build.kept_pixels is not None:  # pixel-pruned: the host gathers these (host.packing.gather_pixels)
         meta["kept_pixels"] = list(build.kept_pixels)
     meta.update(host=_copy_host_code(work), notebook=_write_notebook(work, meta))
@@ -80,14 +86,16 @@ def _is_decision(model) -> bool:
 
 
 def _write_test_vectors(build, work: Path, spec: dict, executor_decision: bool | None = None) -> int:
-    """Inputs as the accelerator takes them, with the verified expected outputs; with
-    ``executor_decision`` set (no verify step), the outputs of work/executor instead."""
+    """Inputs as the host gives them to the driver (raw pixels, laid out as the accelerator takes
+    them; with a host input quantiser the driver quantises them), with the verified expected
+    outputs; with ``executor_decision`` set (no verify step), the outputs of work/executor instead."""
     from flows.execute import to_graph_input  # NHWC for a CNN's partition, flat for an MLP's
     from host.datatypes import parse
 
     test = build.dataset.test
     n = min(len(test.labels), MAX_TEST_VECTORS)
-    container = parse(spec["input"]["datatype"]).value_dtype  # uint8 for UINT8, int8 for BIPOLAR, ...
+    raw = spec.get("input_quantiser", {}).get("raw_datatype", spec["input"]["datatype"])
+    container = parse(raw).value_dtype  # uint8 for UINT8, int8 for BIPOLAR, ...
     inputs = to_graph_input(build.model("fold"), test.images[:n]).astype(container)
     if executor_decision is None:
         outputs = np.load(build.dir("verify") / "outputs.npz")

@@ -267,7 +267,8 @@ def _conv_hw() -> tuple:
 
 def step_hw_layers(build, out: Path) -> dict:
     """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect; with convolutions
-    also ConvolutionInputGenerator and Pool)."""
+    also ConvolutionInputGenerator and Pool). With --input-quant host the input Thresholding
+    goes back to the host (MoveInputThresholdsToHost), its thresholds in input_quantiser.json."""
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import \
         InferQuantizedMatrixVectorActivation
@@ -280,13 +281,38 @@ def step_hw_layers(build, out: Path) -> dict:
               InferLabelSelectLayer(), InferBipolarThresholdingLayer(), *(_conv_hw() if has_conv(model) else ()),
               GiveUniqueNodeNames()):
         model = model.transform(t)
-    # a leading Reshape (MLPs) or NCHW->NHWC Transpose (CNNs) stays on the host
-    not_hw = [n for n in model.graph.node if n.op_type not in ("Reshape", "Transpose")
+    model, report = _input_quant_on_host(model, out) if build.cfg.input_quant == "host" else (model, {"input_quant": "fpga"})
+    # a leading Reshape (MLPs) or NCHW->NHWC Transpose (CNNs) stays on the host, as does a host input quantiser
+    host = ("Reshape", "Transpose") + (("MultiThreshold",) if report.get("input_quantiser") else ())
+    not_hw = [n for n in model.graph.node if n.op_type not in host
               and not n.domain.startswith("finn.custom_op.fpgadataflow")]
     if not_hw:
         raise StepError("hw_layers", f"no FINN HW layer for {not_hw[0].op_type}", node=not_hw[0].name)
     model.save(str(out / "model.onnx"))
-    return {"nodes": [n.op_type for n in model.graph.node]}
+    return {"nodes": [n.op_type for n in model.graph.node], **report}
+
+
+INPUT_QUANTISER_JSON = "input_quantiser.json"  # in the hw_layers step's folder (Build.input_quantiser)
+
+
+def _input_quant_on_host(model, out: Path) -> tuple:
+    """--input-quant host: move the input Thresholding off the accelerator (MoveInputThresholdsToHost)
+    and record its thresholds as host.executor.InputQuantiser's JSON; (the model, the report)."""
+    from flows.executor_export import input_quantiser_dict
+    from flows.transforms import MoveInputThresholdsToHost, first_hw_node
+
+    before = first_hw_node(model)
+    raw = model.get_tensor_datatype(model.graph.input[0].name).name
+    model = model.transform(MoveInputThresholdsToHost())
+    node = first_hw_node(model)
+    if node is None or node.op_type != "MultiThreshold":
+        return model, {"input_quant": "host", "input_quantiser": None,
+                "note": f"the first HW layer is a {before.op_type if before else 'none'}, not an input "
+                        f"Thresholding: nothing to move; the accelerator takes {raw} as it is"}
+    q = input_quantiser_dict(model, node, raw)
+    (out / INPUT_QUANTISER_JSON).write_text(json.dumps(q, indent=1))
+    return model, {"input_quant": "host", "input_quantiser": f"{node.name}: {q['raw_datatype']} -> {q['datatype']}, "
+                                                      f"{len(q['thresholds'][0])} thresholds"}
 
 
 def step_partition(build, out: Path) -> dict:

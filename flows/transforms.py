@@ -114,6 +114,54 @@ def first_threshold_node(model: ModelWrapper):
     return None
 
 
+# nodes that may stand between the graph input and the first HW layer (they stay on the host)
+HOST_LAYOUT_OPS = ("Reshape", "Transpose", "Flatten")
+
+
+def first_hw_node(model: ModelWrapper):
+    """The first node past the host-side reshapes/transposes of the graph input, or None."""
+    tensor = model.graph.input[0].name
+    while True:
+        consumers = model.find_consumers(tensor)
+        if len(consumers) != 1:
+            return None
+        if consumers[0].op_type not in HOST_LAYOUT_OPS:
+            return consumers[0]
+        tensor = consumers[0].output[0]
+
+
+class MoveInputThresholdsToHost(Transformation):
+    """Take the input quantiser (a HW Thresholding layer on the raw graph input) off the accelerator.
+
+    The node becomes a host-side MultiThreshold computing the same function (FINN's Thresholding:
+    ``count + ActVal`` per channel on the last axis, ``2 * that - 1`` for a BIPOLAR output), so
+    CreateDataflowPartition leaves it outside the dataflow partition, whose input is then the
+    quantiser's narrow output (UINT2, BIPOLAR, ...) instead of the raw pixel. A graph whose first
+    HW layer is not a Thresholding is left unchanged. Run after the HW conversion.
+    """
+
+    def apply(self, model: ModelWrapper):
+        from onnx import helper
+
+        from hw.folding import generic_op
+
+        node = first_hw_node(model)
+        if node is None or not node.domain.startswith(FPGADATAFLOW) or generic_op(node.op_type) != "Thresholding":
+            return model, False
+        inst = getCustomOp(node)
+        odt, act_val = inst.get_output_datatype(), int(inst.get_nodeattr("ActVal"))
+        bipolar = odt.name == "BIPOLAR"
+        rank = len(model.get_tensor_shape(node.input[0]))
+        host = helper.make_node("MultiThreshold", list(node.input[:2]), [node.output[0]], name=node.name,
+                                domain="qonnx.custom_op.general", out_dtype=odt.name,
+                                out_scale=2.0 if bipolar else 1.0,
+                                out_bias=float(2 * act_val - 1 if bipolar else act_val),
+                                data_layout={2: "NC", 3: "NWC", 4: "NHWC"}.get(rank, ""))  # channels last
+        node.CopyFrom(host)
+        model.set_tensor_datatype(node.output[0], odt)
+        return model, False
+
+
 class SetExactInputThresholds(Transformation):
     """Make the input quantiser bit-exact with QONNX on every possible integer input.
 

@@ -89,14 +89,15 @@ class Recorder:
         self.keep(start, part, lambda rows: context_decisions(batched, ctx, rows, float_stage=self.float_stage,
                                                               values=not self.float_stage))
 
-    def explained(self, hardware_model, images: np.ndarray) -> tuple[dict[int, dict], dict | None]:
+    def explained(self, hardware_model, images: np.ndarray,
+                  hardware_decisions=None) -> tuple[dict[int, dict], dict | None]:
         """flows.boundary's verdict per differing image (none when too many to analyse), and for a
         float stage how the hardware resolved the values that sat exactly on a tie."""
         if not self.images or self.too_many:
             return {}, self._ties(None, None) if self.float_stage and not self.too_many else None
         index = np.array(self.images)
-        hardware = graph_decisions(hardware_model, to_graph_input(hardware_model, images[index]), float_stage=False,
-                                   values=not self.float_stage)
+        hardware = (hardware_decisions or _graph_hardware_decisions)(hardware_model, images[index],
+                                                                     not self.float_stage)
         stage = Decisions.stack(self.parts)
         differs = np.array(self.differs)
         verdicts = explain(stage.rows(np.nonzero(differs)[0]), hardware.rows(np.nonzero(differs)[0])) \
@@ -115,6 +116,27 @@ class Recorder:
             report["images_on_hidden_tie"] = int(on_tie.sum())
             report.update(tie_resolutions(stage, hardware))
         return report
+
+
+def _graph_hardware_decisions(hardware_model, images: np.ndarray, values: bool) -> Decisions:
+    return graph_decisions(hardware_model, to_graph_input(hardware_model, images), float_stage=False, values=values)
+
+
+def hardware_decisions(build, hardware_model, images: np.ndarray, values: bool) -> Decisions:
+    """The hardware's activation decisions on ``images`` as the host and the accelerator make them: with
+    a host input quantiser, its levels first (the stages' input quantiser lines up with it), then the
+    dataflow graph's on the host-quantised inputs."""
+    dec = graph_decisions(hardware_model, build.hardware_input(hardware_model, images), float_stage=False,
+                          values=values)
+    q = build.input_quantiser()
+    if q is None:
+        return dec
+    raw = to_graph_input(hardware_model, images).astype(np.int64)
+    emitted = values and q.datatype not in ("BIPOLAR", "BINARY")  # as flows.boundary._emitted reads a layer
+    first = q(raw) if emitted else q.layer.thresholds(raw)
+    first = first.transpose(0, 3, 1, 2) if first.ndim == 4 else first  # NHWC -> NCHW, as the stages
+    return Decisions([first.reshape(len(images), -1).astype(np.int64), *dec.counts], None,
+                     ["host input quantiser", *(dec.names or [])])
 
 
 def differing(ref: StageOutput, out: StageOutput, exact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -173,7 +195,8 @@ def verify_stages(build) -> tuple[dict, dict[str, StageOutput]]:
     images, labels = build.dataset.test.images, build.dataset.test.labels
     outputs, seconds, exact = {}, {}, {}
     hardware_model = build.model("fold")
-    ref, seconds["dataflow"] = _timed(run_graph, hardware_model, to_graph_input(hardware_model, images))
+    # the hardware takes what the host streams: raw pixels, or their host-quantised values (--input-quant host)
+    ref, seconds["dataflow"] = _timed(run_graph, hardware_model, build.hardware_input(hardware_model, images))
     recorders = {}
     ckpt = build.checkpoint()
     if ckpt is not None:
@@ -193,23 +216,62 @@ def verify_stages(build) -> tuple[dict, dict[str, StageOutput]]:
         exact[name] = not scaled
     stages = {}
     for name, out in outputs.items():
-        explained, ties = recorders[name].explained(hardware_model, images) if recorders.get(name) else ({}, None)
+        explained, ties = (recorders[name].explained(
+            hardware_model, images, lambda m, x, values: hardware_decisions(build, m, x, values))
+            if recorders.get(name) else ({}, None))
         stages[name] = {**compare(ref, out, exact[name], labels, explained), "seconds": seconds[name]}
         if ties is not None:
             stages[name]["ties"] = ties
         if recorders.get(name) and recorders[name].too_many:
             stages[name]["not_analysed"] = (f"too many differing or tied images to analyse within "
                                             f"{ANALYSIS_BYTES >> 20} MB; none excused")
-    report = {"kind": "simulated", "passed": not _failed(stages), "reference": "dataflow",
+    host_input = check_host_input(build)
+    report = {"kind": "simulated", "passed": not _failed(stages) and host_input.get("mismatches", 0) == 0,
+              "reference": "dataflow", "host_input": host_input,
               "images": int(len(labels)), "dataset": build.dataset.name, "stages": stages,
               "differences_start": differences_start(stages),
-              "summary": summarise(stages, len(labels), build.dataset.name)}
+              "summary": summarise(stages, len(labels), build.dataset.name, host_input)}
+    if host_input.get("where") == "host" and not host_input["mismatches"]:
+        report["summary"] += (f"; the host's input quantiser ({host_input['quantiser']}) equals the graph's on all "
+                              f"{host_input['values']} raw values x channels, and the dataflow stage took its outputs")
     if not build.dataset.labelled:
         for stage in stages.values():
             stage["accuracy"] = None
         report["accuracy"] = UNLABELLED
         report["summary"] += f"; {UNLABELLED}"
     return report, outputs
+
+
+def check_host_input(build) -> dict:
+    """With --input-quant host: the host's input quantiser (host.executor.InputQuantiser, what the
+    driver and executor run) against the streamlined graph's input MultiThreshold it replaces
+    (QONNX's execution), on every raw input value for every channel, thresholds included. The
+    later stages then see it only through the images; this checks it on every value."""
+    from qonnx.custom_op.general.multithreshold import multithreshold
+    from qonnx.custom_op.registry import getCustomOp
+
+    from flows.transforms import first_threshold_node
+
+    q = build.input_quantiser()
+    if q is None:
+        return {"where": "fpga" if build.cfg.input_quant == "fpga" else "host: none to move"}
+    model = build.model("streamline")
+    node = first_threshold_node(model)
+    thresholds = model.get_initializer(node.input[1])  # (C or 1, steps)
+    inst = getCustomOp(node)
+    values = build.input_values().astype(np.float32)  # every raw value, ascending
+    channels = max(len(thresholds), len(q.thresholds))
+    x = np.repeat(values[:, None], channels, axis=1)  # (P, C): every value on every channel
+    graph = multithreshold(x, thresholds, inst.get_nodeattr("out_scale"), inst.get_nodeattr("out_bias"))
+    host = q(x.astype(np.int64)).astype(np.float64)
+    bad = np.argwhere(graph != host)
+    report = {"where": "host", "quantiser": f"{q.raw_datatype} -> {q.datatype}", "values": int(x.size),
+              "mismatches": len(bad), "against": f"streamlined graph node {node.name} (MultiThreshold)"}
+    if len(bad):
+        v, c = bad[0]
+        report["first_mismatch"] = {"value": float(values[v]), "channel": int(c), "graph": float(graph[v, c]),
+                                    "host": float(host[v, c])}
+    return report
 
 
 UNLABELLED = ("accuracy unknown: no data was given, so the stages were compared on random inputs over the "
@@ -220,8 +282,11 @@ def _failed(stages: dict) -> list[str]:
     return [n for n, r in stages.items() if r["prediction_mismatches"] or r["last_layer_mismatches"]]
 
 
-def summarise(stages: dict, images: int, dataset: str) -> str:
+def summarise(stages: dict, images: int, dataset: str, host_input: dict | None = None) -> str:
     bad = _failed(stages)
+    if not bad and host_input and host_input.get("mismatches"):
+        return (f"verification failed: the host input quantiser differs from the graph's on "
+                f"{host_input['mismatches']} of {host_input['values']} input values ({host_input['first_mismatch']})")
     if bad:
         start = differences_start(stages)
         where = (f" (differences start at activation layer {start['layer']}, hardware node {start['hardware_node']}, "

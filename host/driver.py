@@ -26,6 +26,7 @@ import numpy as np
 
 from host.datatypes import DataType, parse
 from host.errors import BitfileError, DmaTimeoutError, HostError, IOSpecError
+from host.executor import InputQuantiser
 from host.packing import check_values, pack, packed_shape, unpack
 
 # FINN's Zynq shell: IO DMA instance names and their HLS register map
@@ -129,6 +130,22 @@ class IOSpec:
 
     input: TensorSpec
     output: TensorSpec
+    # the input Thresholding a build moved to the host (--input-quant host): raw values in,
+    # ``input.datatype`` out, applied by `Accelerator.execute` before packing; None: none
+    input_quantiser: InputQuantiser | None = None
+
+    def __post_init__(self) -> None:
+        q = self.input_quantiser
+        if q is not None and q.datatype != self.input.datatype:
+            raise IOSpecError(
+                f"IO spec input_quantiser gives {q.datatype} but the input port is "
+                f"{self.input.datatype}; regenerate the IO spec from the build"
+            )
+
+    @property
+    def raw_datatype(self) -> str:
+        """What `Accelerator.execute` takes: the quantiser's raw datatype, else the input port's."""
+        return self.input_quantiser.raw_datatype if self.input_quantiser else self.input.datatype
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> IOSpec:
@@ -137,9 +154,16 @@ class IOSpec:
         for key in ("input", "output"):
             if key not in raw:
                 raise IOSpecError(f"IO spec lacks the key {key!r}; add it")
+        quantiser = None
+        if raw.get("input_quantiser") is not None:
+            try:
+                quantiser = InputQuantiser.from_dict(raw["input_quantiser"])
+            except HostError as err:
+                raise IOSpecError(f"IO spec input_quantiser: {err}") from None
         return cls(
             TensorSpec.from_dict(raw["input"], "input"),
             TensorSpec.from_dict(raw["output"], "output"),
+            quantiser,
         )
 
     @classmethod
@@ -155,7 +179,10 @@ class IOSpec:
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict:
-        return {"input": self.input.to_dict(), "output": self.output.to_dict()}
+        out = {"input": self.input.to_dict(), "output": self.output.to_dict()}
+        if self.input_quantiser is not None:
+            out["input_quantiser"] = self.input_quantiser.to_dict()
+        return out
 
 
 # -- backends ----------------------------------------------------------------
@@ -204,8 +231,9 @@ class Accelerator:
         return self.backend.label
 
     def execute(self, x: np.ndarray) -> np.ndarray:
-        """x: (N, *input.normal_shape[1:]) integers within the input datatype
-        -> (N, *output.normal_shape[1:]) in the output datatype's container."""
+        """x: (N, *input.normal_shape[1:]) integers within the input datatype (within the
+        quantiser's raw datatype where the spec has an ``input_quantiser``: it runs here, in
+        numpy, before packing) -> (N, *output.normal_shape[1:]) in the output datatype's container."""
         i_spec, o_spec = self.spec.input, self.spec.output
         x = np.asarray(x)
         expected = "(" + ", ".join(["N"] + [str(d) for d in i_spec.normal_shape[1:]]) + ")"
@@ -216,6 +244,9 @@ class Accelerator:
         n = x.shape[0]
         if n < 1:
             raise IOSpecError("input batch is empty; pass at least one image")
+        if self.spec.input_quantiser is not None:
+            check_values(x, self.spec.raw_datatype, "input")
+            x = self.spec.input_quantiser(x)
         check_values(x, i_spec.datatype, "input")
         i_folded = _batched(i_spec.folded_shape, n)
         ibuf = pack(x.reshape(i_folded), i_spec.datatype, i_folded)

@@ -325,6 +325,59 @@ class Thresholding(Layer):
         return _scale_bias(self.thresholds(x), self.scale, self.bias, self.out_dtype)
 
 
+# -- the input quantiser on the host -----------------------------------------------------
+
+
+class InputQuantiser:
+    """The input Thresholding layer a build moved off the accelerator (``flows build --input-quant
+    host``), run by the host: raw pixels in, the accelerator's narrow input datatype out.
+
+    It is the executor's `Thresholding` layer (the same counting of ``x >= t`` per channel on the
+    last axis, the same ``ActVal`` bias, ``2 * count - 1`` for BIPOLAR), so host and executor
+    cannot disagree. JSON form (io_spec.json ``input_quantiser``, executor.json ``host_input``)::
+
+        {"raw_datatype": "UINT8", "datatype": "UINT2", "ActVal": 0, "thresholds": [[43, 128, 213]]}
+
+    ``thresholds``: integers, (channels or 1, steps), for raw inputs in ``raw_datatype``.
+    """
+
+    def __init__(self, raw_datatype: str, datatype: str, act_val: int, thresholds) -> None:
+        t = np.asarray(thresholds)
+        if t.ndim != 2 or t.dtype.kind not in "iu":
+            raise ExecutorFileError(f"input quantiser thresholds must be integers (channels, steps), got "
+                                    f"{t.dtype} {t.shape}; rebuild the package")
+        spec = {"name": "host_input_quantiser", "input_datatype": raw_datatype, "output_datatype": datatype,
+                "input_shape": [t.shape[0]], "output_shape": [t.shape[0]], "attrs": {"ActVal": int(act_val)}}
+        self.layer = Thresholding(spec, {"thresholds": t})
+        self.raw_datatype, self.datatype, self.act_val = raw_datatype, datatype, int(act_val)
+        self.thresholds = t
+        self.raw_range = int_range(raw_datatype)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(N, ..., C) raw integers within ``raw_datatype`` -> the same shape in ``datatype``'s container."""
+        x = np.asarray(x)
+        lo, hi = self.raw_range
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise IOSpecError(f"input values span [{x.min()}, {x.max()}], outside the raw {self.raw_datatype} "
+                              f"[{lo}, {hi}] the input quantiser takes")
+        if len(self.thresholds) > 1 and (x.ndim < 2 or x.shape[-1] != len(self.thresholds)):
+            raise IOSpecError(f"input of shape {x.shape} has no last axis of {len(self.thresholds)} channels "
+                              "for the per-channel input quantiser; lay it out as the accelerator takes it")
+        return self.layer(x.astype(container(lo, hi), copy=False))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> InputQuantiser:
+        try:
+            return cls(raw["raw_datatype"], raw["datatype"], raw["ActVal"], np.asarray(raw["thresholds"], np.int64))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExecutorFileError(f"input quantiser is incomplete ({type(exc).__name__}: {exc}); "
+                                    "rebuild the package") from None
+
+    def to_dict(self) -> dict:
+        return {"raw_datatype": self.raw_datatype, "datatype": self.datatype, "ActVal": self.act_val,
+                "thresholds": self.thresholds.astype(np.int64).tolist()}
+
+
 # -- label select --------------------------------------------------------------------------
 
 
@@ -464,6 +517,14 @@ class Executor:
         except (KeyError, TypeError) as exc:
             raise ExecutorFileError(f"{JSON_NAME} is incomplete ({type(exc).__name__}: {exc}); "
                                     "re-export the design") from None
+        # the accelerator's own input port; with a host input quantiser, `run` takes raw values
+        self.stream_datatype, self.stream_range = self.input_datatype, int_range(self.input_datatype)
+        self.host_input = InputQuantiser.from_dict(meta["host_input"]) if meta.get("host_input") else None
+        if self.host_input is not None:
+            if self.host_input.datatype != self.stream_datatype:
+                raise ExecutorFileError(f"{JSON_NAME}: the host input quantiser gives {self.host_input.datatype} "
+                                        f"but the design takes {self.stream_datatype}; re-export the design")
+            self.input_datatype = self.host_input.raw_datatype
         self.input_range = int_range(self.input_datatype)
         for layer in self.layers:
             layer.blas_threads = blas_threads
@@ -474,12 +535,26 @@ class Executor:
         return cls(meta, arrays, blas_threads)
 
     def run(self, x: np.ndarray, return_layers: bool = False):
-        """Outputs (N, *output_shape) for inputs (N, *input_shape) of integers.
+        """Outputs (N, *output_shape) for inputs (N, *input_shape) of integers (raw values where
+        the design quantises its input on the host: ``host_input``).
 
         With ``return_layers``: ``(outputs, [LayerTrace, ...])``, one trace per
         layer in order, holding its output and wall time.
         """
         x = self.check_input(x)
+        if self.host_input is None:
+            return self.run_stream(x, return_layers)
+        start = time.perf_counter()
+        x = self.host_input(x)
+        if not return_layers:
+            return self.run_stream(x)
+        quantised = LayerTrace("host_input_quantiser", "Thresholding (host)", x, time.perf_counter() - start)
+        y, trace = self.run_stream(x, True)
+        return y, [quantised, *trace]
+
+    def run_stream(self, x: np.ndarray, return_layers: bool = False):
+        """As `run`, from the accelerator's input port: integers of ``stream_datatype`` (already
+        quantised on the host where the design has a host input quantiser)."""
         if not return_layers:
             for layer in self.layers:
                 x = layer(x)

@@ -62,12 +62,16 @@ class SimBackend(Backend):
     def bind(self, spec: IOSpec) -> None:
         """Refuse an IO spec whose ports do not match the executor's."""
         ex = self.executor
-        for port, shape, dtype in (("input", ex.input_shape, ex.input_datatype),
+        for port, shape, dtype in (("input", ex.input_shape, ex.stream_datatype),
                                    ("output", ex.output_shape, ex.output_datatype)):
             want = getattr(spec, port)
             if math.prod(want.normal_shape[1:]) != math.prod(shape) or want.datatype != dtype:
                 raise IOSpecError(f"IO spec {port} is {want.datatype} {list(want.normal_shape)} but the executor's "
                                   f"is {dtype} {[1, *shape]}; use the io_spec.json and executor/ of one package")
+        if (spec.input_quantiser is None) != (ex.host_input is None) or (
+                ex.host_input is not None and spec.input_quantiser.to_dict() != ex.host_input.to_dict()):
+            raise IOSpecError("the IO spec's input_quantiser and the executor's host_input differ; use the "
+                              "io_spec.json and executor/ of one package")
         super().bind(spec)
 
     def run(self, ibuf: np.ndarray, n: int) -> np.ndarray:
@@ -77,7 +81,7 @@ class SimBackend(Backend):
         _check_ibuf(ibuf, n, self.spec.input)
         i_spec, o_spec = self.spec.input, self.spec.output
         x = unpack(ibuf[:n], i_spec.datatype, _batched(i_spec.folded_shape, n))
-        y = self.executor.run(x.reshape(n, *self.executor.input_shape))
+        y = self.executor.run_stream(x.reshape(n, *self.executor.input_shape))  # the bytes are quantised
         o_folded = _batched(o_spec.folded_shape, n)
         obuf = pack(y.reshape(o_folded), o_spec.datatype, o_folded)
         self.last_modelled_seconds = self.model.batch_seconds(n)

@@ -97,7 +97,8 @@ def accelerator_target(name: str, accel: Accelerator, label: str | None = None) 
         return Target(name, "modelled", run, clock=lambda: backend.last_modelled_seconds, layer_times=layers,
                       note=f"outputs: numpy executor; time: perf model, II {model.ii_cycles:.1f} cycles "
                            f"({model.binding}) at {model.clock_mhz:g} MHz + {model.overhead_s * 1e6:.0f} us/batch")
-    return Target(name, label or backend.label, run, note="PYNQ, zynq-iodma shell; wall time incl. packing")
+    return Target(name, label or backend.label, run,
+                  note="PYNQ, zynq-iodma shell; wall time incl. packing (and the host input quantiser, if any)")
 
 
 def executor_target(name: str, executor, label: str) -> Target:

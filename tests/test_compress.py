@@ -151,7 +151,9 @@ def test_pixel_pruned_model_through_flow_packing_and_executor(base, tmp_path, di
     labels = design.run(gathered.reshape(len(gathered), *design.input_shape))
     np.testing.assert_array_equal(np.asarray(labels).reshape(-1), torch_preds)
     report = json.loads((out / "candidate" / "candidate.json").read_text())
-    assert report["fpga"]["in_bytes"] == 40 and report["fpga"]["verified"]["passed"]
+    # tfc-w2a2 quantises its input to 2 bits, so the candidate quantises on the host: 40 pixels x 2 bits
+    assert report["fpga"]["input_quant"] == "host" and report["fpga"]["in_bytes"] == 10
+    assert report["fpga"]["verified"]["passed"]
 
 
 def test_pixel_pruning_keeps_first_layer_columns(digits, base, tmp_path):

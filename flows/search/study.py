@@ -237,14 +237,15 @@ def untrained(spec, ds, cfg: SearchConfig):
 def estimate_checkpoint(ckpt, work: Path, cfg: SearchConfig) -> dict:
     """The flow's own estimate (build steps up to 'estimate') of a checkpoint on the board."""
     from flows.build import run_build
-    from flows.config import BuildConfig
+    from flows.config import BuildConfig, input_quant_for
 
     work.mkdir(parents=True, exist_ok=True)
     path = work / "checkpoint.pt"
     ckpt.save(path, overwrite=True)
     reports = run_build(BuildConfig(board=cfg.board, checkpoint=path, data=cfg.data, data_dir=cfg.data_dir,
                                     verify_checksums=cfg.verify_checksums, out=work / "build",
-                                    to_step="estimate", allow_overflow=True))
+                                    to_step="estimate", allow_overflow=True,
+                                    input_quant=input_quant_for(ckpt.spec.in_bits)))
     est = reports["estimate"]
     keep = ("cycles_per_image", "compute_cycles", "binding", "fps", "latency_us", "total", "capacity", "fits",
             "over_capacity", "io_in_cycles", "in_bytes")

@@ -148,3 +148,20 @@ def test_label_names_the_board(iodma_bitfile, monkeypatch):
     assert PynqBackend(iodma_bitfile, 100.0, device=FakeZynq(), download=False).label == (
         "measured on Ultra96"
     )
+
+
+@pytest.mark.parametrize("datatype,thresholds", [("UINT2", [[43, 128, 213]]), ("BIPOLAR", [[128]])],
+                         ids=["2-bit", "1-bit"])
+def test_host_input_quantiser_packs_narrow_values(iodma_bitfile, datatype, thresholds):
+    # the build moved the input Thresholding to the host (--input-quant host): raw pixels in,
+    # quantised by the recorded thresholds, packed 4 or 8 to a byte; identity hardware returns them
+    port = {"normal_shape": [1, 32], "folded_shape": [1, 4, 8], "datatype": datatype}
+    quantiser = {"raw_datatype": "UINT8", "datatype": datatype, "ActVal": 0, "thresholds": thresholds}
+    io = IOSpec.from_dict({"input": port, "output": port, "input_quantiser": quantiser})
+    acc = accelerator(iodma_bitfile, FakeZynq(), io=io)
+    x = images(6)
+    x[0, :len(thresholds[0])] = thresholds[0]  # pixels exactly on the thresholds pass them
+    count = (x[..., None] >= np.array(thresholds[0])).sum(-1)
+    want = 2 * count - 1 if datatype == "BIPOLAR" else count
+    assert io.input.packed_shape == (1, 4, 2 if datatype == "UINT2" else 1)
+    np.testing.assert_array_equal(acc.execute(x), want)
