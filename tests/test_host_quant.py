@@ -137,7 +137,7 @@ def test_only_fewer_bits_than_the_pixel_go_to_the_host():
 def test_flow_builds_and_verifies_with_the_input_quantiser_on_the_host(in_bits, tmp_path):
     from flows.build import run_build
     from flows.config import BuildConfig, TrainOptions
-    from host.bench import load_package, open_accelerator
+    from host.deploy import load_package, open_accelerator
     from host.executor import load
     from qat.data import load_dataset
 
