@@ -8,18 +8,18 @@ import os
 from pathlib import Path
 
 from boards import Board, load_board
-from flows import steps as s
 from flows.config import BuildConfig
 from flows.errors import ConfigError, DatasetError, ModelError
-from flows.pipeline import Step, run_steps, select, step_dir
+from flows.pipeline import Step, resolve_all, run_steps, select, step_dir
 from flows.preflight import check_build, read_run_config, run_lock
+from flows.steps import DEFAULT_STEPS
 
-STEPS = [Step("train", s.step_train), Step("export", s.step_export), Step("cleanup", s.step_cleanup),
-         Step("convert", s.step_convert), Step("streamline", s.step_streamline),
-         Step("hw_layers", s.step_hw_layers), Step("partition", s.step_partition),
-         Step("specialize", s.step_specialize), Step("fold", s.step_fold), Step("estimate", s.step_estimate),
-         Step("verify", s.step_verify), Step("bitfile", s.step_bitfile), Step("package", s.step_package)]
-STEP_NAMES = [step.name for step in STEPS]
+STEP_NAMES = DEFAULT_STEPS  # the default build's steps, in order (flows.steps)
+
+
+def build_steps(cfg: BuildConfig) -> list[Step]:
+    """The steps of this build: ``cfg.steps`` (names or package.module:function), else the default."""
+    return resolve_all(cfg.steps if cfg.steps is not None else DEFAULT_STEPS)
 
 
 class Build:
@@ -29,6 +29,7 @@ class Build:
         self.cfg = cfg
         self.board: Board = load_board(cfg.board)
         self.run_dir = cfg.run_dir
+        self.steps: list[Step] = build_steps(cfg)
         self.spec = None if (cfg.onnx or cfg.checkpoint) and not cfg.model else _parse_model(cfg.model_name)
         if cfg.model_config:
             from qat.models import load_model_config
@@ -36,7 +37,7 @@ class Build:
             self.spec = load_model_config(cfg.model_config)
 
     def dir(self, step: str) -> Path:
-        return step_dir(self.run_dir, STEPS, step)
+        return step_dir(self.run_dir, self.steps, step)
 
     def model(self, step: str):
         from qonnx.core.modelwrapper import ModelWrapper
@@ -282,8 +283,9 @@ def load_config(run_dir: Path) -> BuildConfig:
         raise ConfigError(f"cannot read {run_dir}/config.json ({type(exc).__name__}); rebuild the run") from None
     paths = {f.name for f in fields(BuildConfig) if "Path" in str(f.type)}
     values = {k: (Path(v) if k in paths and v is not None else v) for k, v in raw.items()
-              if k not in ("train", "from_step", "to_step", "out")}
-    return BuildConfig(**values, train=TrainOptions(**raw.get("train", {})), out=Path(run_dir))
+              if k not in ("train", "from_step", "to_step", "out", "steps")}
+    steps = tuple(raw["steps"]) if raw.get("steps") is not None else None
+    return BuildConfig(**values, train=TrainOptions(**raw.get("train", {})), out=Path(run_dir), steps=steps)
 
 
 def check_run_dir(cfg: BuildConfig) -> None:
@@ -299,7 +301,7 @@ def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
     from flows.finn_env import init_finn
 
     build = Build(cfg)
-    selected = select(STEPS, cfg.from_step, cfg.to_step)
+    selected = select(build.steps, cfg.from_step, cfg.to_step)
     try:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         probe = cfg.run_dir / f".write-test-{os.getpid()}"
@@ -314,4 +316,4 @@ def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
         (cfg.run_dir / "config.json").write_text(json.dumps({"identity": cfg.identity(),
                                                              "config": json.loads(cfg.to_json())}, indent=2))
         init_finn(cfg.run_dir.resolve() / "finn_tmp")
-        return run_steps(build, STEPS, selected, on_done)
+        return run_steps(build, build.steps, selected, on_done)

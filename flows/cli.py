@@ -62,15 +62,16 @@ def build(
 def _build(cfg) -> None:
     from rich.console import Console
 
-    from flows.build import STEP_NAMES, Build, run_build
+    from flows.build import Build, run_build
     from flows.report import collect, print_tables, tables
 
     console = Console(stderr=True)
     start = time.perf_counter()
+    names = [step.name for step in Build(cfg).steps]
 
     def done(name: str, report: dict) -> None:
-        idx = STEP_NAMES.index(name)
-        console.print(f"[{idx:2d}/{len(STEP_NAMES) - 1}] {name:<11} {report.get('seconds', 0):6.2f} s")
+        idx = names.index(name)
+        console.print(f"[{idx:2d}/{len(names) - 1}] {name:<11} {report.get('seconds', 0):6.2f} s")
         if name == "bitfile" and report.get("reason"):
             console.print(f"        {report['reason']}")
         for line in report.get("folding_file_report", []):  # --folding FILE: applied, matched, defaulted

@@ -74,8 +74,14 @@ class BuildConfig:
     to_step: str | None = None
     allow_overflow: bool = False  # go on when the design does not fit the board
     train: TrainOptions = field(default_factory=TrainOptions)
+    steps: tuple[str, ...] | None = None  # the build's steps in order (default flows.steps.DEFAULT_STEPS):
+    # registered names or package.module:function (flows.pipeline.resolve; checked when the build starts)
 
     def __post_init__(self):
+        if self.steps is not None:
+            if isinstance(self.steps, str) or not all(isinstance(e, str) and e for e in self.steps):
+                raise ConfigError(f"steps must be a list of step names, got {self.steps!r}")
+            object.__setattr__(self, "steps", tuple(self.steps))
         if self.checkpoint and self.onnx:
             raise ConfigError("give --checkpoint or --onnx, not both")
         if self.model_config and (self.model or self.onnx or self.checkpoint):

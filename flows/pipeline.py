@@ -1,6 +1,10 @@
-"""Run an ordered list of named build steps, each writing only under its own folder.
+"""Build steps: the registry that names them, and the runner of an ordered list of them.
 
-A step is ``fn(build, out_dir) -> report dict``. The runner gives it a fresh
+A step is one registered function ``fn(build, out_dir) -> report dict`` whose docstring
+says what it does (``register_step``; flows.steps registers the built-in ones, in order).
+A build's list of steps is data (``BuildConfig.steps``): registered names, or
+``package.module:function`` for a step of one's own, imported and registered on first use.
+The runner gives it a fresh
 ``NN_step.partial/`` folder; on success the folder replaces ``NN_step/`` in one
 rename, so a failed step leaves the earlier artefacts (and the previous output
 of the same step) intact. A failed step's output is kept as ``NN_step.failed/``; an
@@ -23,12 +27,92 @@ from flows.errors import ConfigError, FlowsError, RunInterrupted, StepError
 
 log = logging.getLogger("flows")
 StepFn = Callable[["object", Path], dict]
+RESERVED = ("deploy", "bench", "finn_tmp")  # other folders of a run directory; no step may take their names
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
     fn: StepFn
+
+    @property
+    def doc(self) -> str:
+        """The first line of the step function's docstring."""
+        return (self.fn.__doc__ or "").strip().split("\n")[0]
+
+
+_REGISTRY: dict[str, Step] = {}
+
+
+def register_step(fn: StepFn | None = None, *, name: str | None = None):
+    """Register ``fn(build, out) -> report`` as a build step named ``name`` (default: the function's
+    name without its ``step_`` prefix); usable as ``@register_step`` or ``@register_step(name=...)``.
+    Returns ``fn``. A name already taken by another function is refused."""
+    if fn is None:
+        return lambda f: register_step(f, name=name)
+    name = name or fn.__name__.removeprefix("step_")
+    if not name.isidentifier() or name != name.lower() or name in RESERVED:
+        raise ConfigError(f"step name '{name}' must be a lower-case identifier, not one of {', '.join(RESERVED)}")
+    taken = _REGISTRY.get(name)
+    if taken is not None and _qualname(taken.fn) != _qualname(fn):
+        raise ConfigError(f"step name '{name}' is taken by {_qualname(taken.fn)}; register "
+                          f"{_qualname(fn)} under another name")
+    _REGISTRY[name] = Step(name, fn)
+    return fn
+
+
+def _qualname(fn) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def registered() -> dict[str, Step]:
+    """Every registered step, by name."""
+    return dict(_REGISTRY)
+
+
+def resolve(entry: str) -> Step:
+    """The step a list entry names: a registered name, or ``package.module:function`` (imported,
+    and registered under its own name unless it registered itself)."""
+    if entry in _REGISTRY:
+        return _REGISTRY[entry]
+    if ":" not in entry:
+        raise ConfigError(f"unknown step '{entry}'; steps: {', '.join(_REGISTRY)}, or package.module:function "
+                          "for a step of one's own")
+    module_name, _, attr = entry.partition(":")
+    import importlib
+
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"step {entry}: cannot import it ({type(exc).__name__}: {exc}); give "
+                          "package.module:function importable from the build's Python path") from None
+    if not callable(fn):
+        raise ConfigError(f"step {entry} is not a function")
+    for step in _REGISTRY.values():
+        if step.fn is fn:
+            return step
+    register_step(fn)
+    return _REGISTRY[fn.__name__.removeprefix("step_")]
+
+
+def resolve_all(entries) -> list[Step]:
+    """The steps of a list of entries (``resolve``), each name once."""
+    steps = [resolve(e) for e in entries]
+    names = [s.name for s in steps]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"step {', '.join(twice)} is listed more than once; a step runs once per build")
+    return steps
+
+
+def insert_step(steps, entry: str, after: str) -> tuple[str, ...]:
+    """``steps`` (a list of entries) with ``entry`` inserted right after the step named ``after``."""
+    steps = list(steps)
+    names = [resolve(e).name for e in steps]
+    if after not in names:
+        raise ConfigError(f"cannot insert {entry} after '{after}': no such step; steps: {', '.join(names)}")
+    steps.insert(names.index(after) + 1, entry)
+    return tuple(steps)
 
 
 def step_dir(run_dir: Path, steps: list[Step], name: str) -> Path:

@@ -1,4 +1,6 @@
-"""The build steps, in order. Each is ``step_x(build, out) -> report`` and writes only under ``out``.
+"""The built-in build steps. Each is ``step_x(build, out) -> report``, writes only under ``out``,
+and is registered by ``@build_step`` under its name without ``step_``; the default build runs
+them in the order they are defined here (``DEFAULT_STEPS``).
 
 ``build`` (flows.build.Build) gives the config, the board, the dataset and the
 outputs of earlier steps.
@@ -12,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from flows.errors import FitError, ModelError, StepError, VerificationError
+from flows.pipeline import register_step
+
+DEFAULT_STEPS: list[str] = []  # the default build, in order: the @build_step functions below
 
 # ops a QONNX model may contain for this flow (MLPs and CNV-style CNNs); anything else is named and refused
 SUPPORTED_QONNX_OPS = {"Quant", "BipolarQuant", "Gemm", "MatMul", "BatchNormalization", "Mul", "Add",
@@ -20,6 +25,14 @@ CONV_OPS = ("Conv", "MaxPool")  # their presence switches on the convolution low
 CONV_STREAMLINED = ("Transpose", "Im2Col", "MaxPoolNHWC")  # what lowering leaves for the HW conversion
 
 
+def build_step(fn):
+    """Register ``fn`` (flows.pipeline.register_step) as the next step of the default build."""
+    register_step(fn)
+    DEFAULT_STEPS.append(fn.__name__.removeprefix("step_"))
+    return fn
+
+
+@build_step
 def step_train(build, out: Path) -> dict:
     """Train the model (or take --checkpoint) and save ``checkpoint.pt``; an existing one is reused."""
     if build.cfg.onnx:
@@ -45,6 +58,7 @@ def step_train(build, out: Path) -> dict:
     return {"source": source, "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
 
 
+@build_step
 def step_export(build, out: Path) -> dict:
     """Export the checkpoint to QONNX (or validate and copy --onnx)."""
     target = out / "model.onnx"
@@ -111,6 +125,7 @@ def data_inputs(graph) -> list[str]:
     return [i.name for i in graph.input if i.name not in inits and i.name in used]
 
 
+@build_step
 def step_cleanup(build, out: Path) -> dict:
     """QONNX cleanup; mark the input as the integer image the DMA streams; refuse unsupported ops."""
     from qonnx.core.datatype import DataType
@@ -128,6 +143,7 @@ def step_cleanup(build, out: Path) -> dict:
             "data": build.dataset.name if build.dataset.labelled else "none: random inputs, accuracy unknown"}
 
 
+@build_step
 def step_convert(build, out: Path) -> dict:
     """QONNX -> FINN (MultiThreshold activations), every quantiser made exact on ties. An input
     quantiser over the integer input is tabulated over every input value; without one (FINN's
@@ -182,6 +198,7 @@ def _tidy(model):
     return model
 
 
+@build_step
 def step_streamline(build, out: Path) -> dict:
     """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK.
 
@@ -266,6 +283,7 @@ def _conv_hw() -> tuple:
             InferDataLayouts())
 
 
+@build_step
 def step_hw_layers(build, out: Path) -> dict:
     """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect; with convolutions
     also ConvolutionInputGenerator and Pool)."""
@@ -290,6 +308,7 @@ def step_hw_layers(build, out: Path) -> dict:
     return {"nodes": [n.op_type for n in model.graph.node]}
 
 
+@build_step
 def step_partition(build, out: Path) -> dict:
     """Split off the dataflow partition (what goes on the FPGA) from the host-side nodes."""
     from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
@@ -307,6 +326,7 @@ def step_partition(build, out: Path) -> dict:
     return {"host_nodes": host_nodes, "fpga_nodes": [n.op_type for n in model.graph.node]}
 
 
+@build_step
 def step_specialize(build, out: Path) -> dict:
     """Choose HLS or RTL implementations for the board's part."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
@@ -316,6 +336,7 @@ def step_specialize(build, out: Path) -> dict:
     return {"part": build.board.part, "nodes": [n.op_type for n in model.graph.node]}
 
 
+@build_step
 def step_fold(build, out: Path) -> dict:
     """Fold every layer (default rule, --target-fps, or --folding FILE) and check the fit."""
     from hw import folding as fold
@@ -342,6 +363,7 @@ def step_fold(build, out: Path) -> dict:
     return report
 
 
+@build_step
 def step_estimate(build, out: Path) -> dict:
     """Per-layer cycles and resources, totals against the board, throughput and latency (estimates)."""
     est = build.estimate(build.model("fold"))
@@ -350,6 +372,7 @@ def step_estimate(build, out: Path) -> dict:
     return report
 
 
+@build_step
 def step_verify(build, out: Path) -> dict:
     """Run the whole test split through every stage; require identical predictions and last-layer integers."""
     from flows.verify import verify_stages
@@ -363,6 +386,7 @@ def step_verify(build, out: Path) -> dict:
     return report
 
 
+@build_step
 def step_bitfile(build, out: Path) -> dict:
     """With Vivado and Vitis HLS: FINN's own steps to a bitfile. Without: skip, saying why."""
     from flows.vendor import run_vendor_flow
@@ -370,6 +394,7 @@ def step_bitfile(build, out: Path) -> dict:
     return run_vendor_flow(build, out)
 
 
+@build_step
 def step_package(build, out: Path) -> dict:
     """Write build/<run>/deploy/: model, IO spec, test vectors, bitfile when there is one, reports."""
     from flows.package import write_package

@@ -1,0 +1,81 @@
+"""The step registry and the runner, on small steps of the test's own (no FINN build)."""
+import sys
+import textwrap
+
+import pytest
+
+from flows.errors import ConfigError
+from flows.pipeline import Step, insert_step, register_step, registered, resolve, resolve_all, run_steps
+from flows.steps import DEFAULT_STEPS
+
+
+def test_the_default_build_is_the_built_in_steps_in_order_each_with_its_docstring():
+    assert DEFAULT_STEPS == ["train", "export", "cleanup", "convert", "streamline", "hw_layers", "partition",
+                             "specialize", "fold", "estimate", "verify", "bitfile", "package"]
+    steps = registered()
+    for name in DEFAULT_STEPS:
+        assert steps[name].fn.__name__ == f"step_{name}" and steps[name].doc
+
+
+def test_a_name_taken_by_another_function_is_refused():
+    def step_fold(build, out):
+        return {}
+
+    with pytest.raises(ConfigError, match="step name 'fold' is taken by flows.steps:step_fold"):
+        register_step(step_fold)
+    with pytest.raises(ConfigError, match="lower-case identifier"):
+        register_step(step_fold, name="deploy")  # a run directory's own folder
+
+
+@pytest.fixture
+def own_module(tmp_path, monkeypatch):
+    """An importable module of the user's, outside the tree, with one step function."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mysteps_for_test.py").write_text(textwrap.dedent('''
+        def step_count_nodes(build, out):
+            """Count the nodes of the folded design."""
+            (out / "count.txt").write_text("3")
+            return {"nodes": 3}
+        '''))
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    yield "mysteps_for_test"
+    sys.modules.pop("mysteps_for_test", None)
+
+
+def test_a_step_of_ones_own_is_imported_by_module_and_function_and_inserted_after_a_named_step(own_module):
+    entry = f"{own_module}:step_count_nodes"
+    steps = insert_step(DEFAULT_STEPS, entry, after="fold")
+    assert steps[steps.index("fold") + 1] == entry and steps[steps.index(entry) + 1] == "estimate"
+    step = resolve(entry)
+    assert step.name == "count_nodes" and step.doc == "Count the nodes of the folded design."
+    assert resolve("count_nodes") is step  # registered under its name on first use
+
+
+def test_unknown_and_unimportable_steps_say_what_is_known(own_module):
+    with pytest.raises(ConfigError, match="unknown step 'prune'; steps: train, export"):
+        resolve("prune")
+    with pytest.raises(ConfigError, match="step nosuchmodule_x:f: cannot import it"):
+        resolve("nosuchmodule_x:f")
+    with pytest.raises(ConfigError, match=f"cannot import it \\(AttributeError"):
+        resolve(f"{own_module}:missing")
+    with pytest.raises(ConfigError, match="no such step"):
+        insert_step(DEFAULT_STEPS, f"{own_module}:step_count_nodes", after="prune")
+    with pytest.raises(ConfigError, match="fold is listed more than once"):
+        resolve_all(["fold", "estimate", "fold"])
+
+
+def test_a_registered_step_runs_in_its_own_folder(tmp_path, own_module):
+    step = resolve(f"{own_module}:step_count_nodes")
+    build = type("B", (), {"run_dir": tmp_path / "run"})()
+    reports = run_steps(build, [step], [step])
+    assert reports["count_nodes"]["nodes"] == 3
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["00_count_nodes"]
+
+
+def test_step_objects_are_what_the_runner_takes(tmp_path):
+    def first(build, out):
+        """First."""
+        return {"ok": 1}
+
+    steps = [Step("first", first)]
+    assert run_steps(type("B", (), {"run_dir": tmp_path})(), steps, steps)["first"]["ok"] == 1
