@@ -79,3 +79,25 @@ def test_step_objects_are_what_the_runner_takes(tmp_path):
 
     steps = [Step("first", first)]
     assert run_steps(type("B", (), {"run_dir": tmp_path})(), steps, steps)["first"]["ok"] == 1
+
+
+BELOW_THE_BUILD = ["flows/steps.py", "flows/pipeline.py", "flows/report.py", "flows/package.py", "flows/preflight.py",
+                   "flows/verify.py", "flows/vendor.py", "flows/config.py", "flows/execute.py", "flows/transforms.py",
+                   "flows/executor_export.py"]
+
+
+@pytest.mark.parametrize("path", BELOW_THE_BUILD + ["hw", "qat", "host", "boards"])
+def test_what_the_build_imports_does_not_import_the_build_back(path):
+    """flows.build -> steps -> package -> report must not close a circle (not even inside a function)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = [root / path] if path.endswith(".py") else sorted((root / path).rglob("*.py"))
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n == "flows.build" or n.startswith("flows.build.") for n in names), file
+            if isinstance(node, ast.ImportFrom) and node.module == "flows":
+                assert "build" not in [a.name for a in node.names], file
