@@ -159,87 +159,6 @@ class Build:
                              + ("; give the model's own data with --data-file (docs/own-models.md), or no data "
                                 "for random inputs" if self.cfg.onnx else ""))
 
-    # folding and estimates ---------------------------------------------------------------
-
-    def estimate(self, model):
-        from hw.estimates import estimate
-
-        return estimate(model, self.board)
-
-    def io_cycles(self, model) -> int:
-        """The IO DMA bound in FINN's estimate units (host.perf_model): the slowest a layer may be
-        by FINN's estimate and still not bind before the DMA (its depth and the DMA's efficiency counted)."""
-        from hw.estimates import dma_bound_exp_cycles
-
-        return dma_bound_exp_cycles(model, self.board)
-
-    def choose_folding(self, model) -> dict:
-        """The folding to apply: --folding FILE, --target-fps, or the default DMA-bound rule."""
-        from hw import folding as fold
-
-        io = self.io_cycles(model)
-        if self.cfg.folding:
-            from hw.folding_file import apply_folding_file, named_cycles
-
-            raw = fold.read_folding(self.cfg.folding)
-            target = max(io, named_cycles(model, raw))  # unnamed layers need not outrun the file's slowest
-            lines = apply_folding_file(model, raw, fold.choose_folding(model, target, self.board.part),
-                                       str(self.cfg.folding))
-            return {"rule": f"--folding {self.cfg.folding}; nodes it does not name: the default rule (cheapest "
-                            f"folding within {target} cycles per image: the slower of the IO DMA bound, {io}, and "
-                            "the slowest layer the file folds)",
-                    "target_cycles": target, "folding": fold.current_folding(model), "file_report": lines}
-        if self.cfg.target_fps:
-            target = max(1, math.floor(self.board.clock_mhz * 1e6 / self.cfg.target_fps))
-            return {"rule": f"--target-fps {self.cfg.target_fps:g}: cheapest folding with at most {target} "
-                            f"cycles per image per layer (DMA bound: {io})",
-                    "target_cycles": target, "folding": fold.choose_folding(model, target, self.board.part)}
-        target, folding = self.fitting_folding(model, io)
-        rule = (f"default: cheapest folding (fewest LUTs) per layer reaching the IO DMA bound of {io} cycles "
-                f"per image; faster compute cannot be fed")
-        if target != io:
-            rule += f"; relaxed to {target} cycles to fit {self.board.name}"
-        return {"rule": rule, "target_cycles": target, "folding": folding}
-
-    def fitting_folding(self, model, start: int) -> tuple[int, dict]:
-        """The smallest target (start, 2*start, ...) whose cheapest folding fits the board; once
-        relaxing changes nothing (every layer as folded as the rule goes), that last folding."""
-        from hw import folding as fold
-
-        target, previous = start, None
-        while True:
-            folding = fold.choose_folding(model, target, self.board.part)
-            fold.apply_folding(model, folding)
-            if self.estimate(model).fits or folding == previous or target > 1 << 30:
-                return target, folding
-            target, previous = target * 2, folding
-
-    def misfit(self, model, est) -> tuple[str, dict]:
-        """Why ``model`` does not fit the board, and a folding that does (FINN folding-config format)."""
-        import copy
-
-        from hw.folding import current_folding
-
-        over = est.over_capacity()
-        worst = sorted(est.layers, key=lambda l: -l.resources[over[0]])[:3]
-        fitting = copy.deepcopy(model)
-        target, _ = self.fitting_folding(fitting, max(int(est.cycles_per_image), 1))
-        fps = self.board.clock_mhz * 1e6 / target
-        used = ", ".join(f"{r} {est.total[r]:.0f}/{est.capacity[r]}" for r in over)
-        layers = ", ".join(f"{l.name} ({l.resources[over[0]]:.0f} {over[0]})" for l in worst)
-        least = self.estimate(fitting)
-        if not least.fits:  # no folding fits: the weights alone are too many for the board's memories
-            least_used = ", ".join(f"{r} {least.total[r]:.0f}/{least.capacity[r]}" for r in least.over_capacity())
-            return (f"design does not fit {self.board.name} at any folding: {used}, and still {least_used} "
-                    f"folded as far as it goes ({weight_mbit(model):.1f} Mbit of weights); largest layers: "
-                    f"{layers}; choose fewer weight bits, a smaller model, or a board with more memory; "
-                    "--allow-overflow continues anyway"), None
-        message = (f"design does not fit {self.board.name}: {used}; largest layers: {layers}; a folding at "
-                   f"{target} cycles per image (~{fps:,.0f} images/s) fits: pass --folding "
-                   f"{self.dir('fold')}.failed/folding_that_fits.json, or --target-fps {math.floor(fps)}, "
-                   "or no folding option; --allow-overflow continues anyway")
-        return message, current_folding(fitting)
-
 
 def _integer_datatype(name: str) -> bool:
     from host.datatypes import parse
@@ -249,20 +168,6 @@ def _integer_datatype(name: str) -> bool:
         return not parse(name).is_fixed
     except IOSpecError:
         return False
-
-
-def weight_mbit(model) -> float:
-    """Megabits of weights in the matrix layers (MVAU, VVAU) of ``model``: what BRAM/LUTRAM must hold."""
-    from qonnx.custom_op.registry import getCustomOp
-
-    from hw.folding import generic_op
-
-    bits = 0
-    for node in model.graph.node:
-        weights = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
-        if generic_op(node.op_type) in ("MVAU", "VVAU") and weights is not None:
-            bits += weights.size * getCustomOp(node).get_input_datatype(1).bitwidth()
-    return bits / 1e6
 
 
 def _parse_model(name: str):

@@ -340,20 +340,22 @@ def step_specialize(build, out: Path) -> dict:
 def step_fold(build, out: Path) -> dict:
     """Fold every layer (default rule, --target-fps, or --folding FILE) and check the fit."""
     from hw import folding as fold
+    from hw.estimates import estimate
+    from hw.folding_rule import choose, misfit
 
     model = build.model("specialize")
-    chosen = build.choose_folding(model)
+    chosen = choose(model, build.board, build.cfg.folding, build.cfg.target_fps)
     fold.apply_folding(model, chosen["folding"])
     (out / "folding.json").write_text(json.dumps(fold.current_folding(model), indent=2))
     model.save(str(out / "model.onnx"))
-    est = build.estimate(model)
+    est = estimate(model, build.board)
     report = {"rule": chosen["rule"], "target_cycles": chosen["target_cycles"], "fits": est.fits,
               "folding_file": str(build.dir("fold") / "folding.json")}
     if "file_report" in chosen:  # --folding FILE: what was applied, matched, defaulted or not applied
         report["folding_file_report"] = chosen["file_report"]
         (out / "folding_report.txt").write_text("\n".join(chosen["file_report"]) + "\n")
     if not est.fits:
-        message, fitting = build.misfit(model, est)
+        message, fitting = misfit(model, est, build.board, f"{build.dir('fold')}.failed/folding_that_fits.json")
         if fitting is not None:  # None: no folding fits this board
             (out / "folding_that_fits.json").write_text(json.dumps(fitting, indent=2))
         (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -366,8 +368,9 @@ def step_fold(build, out: Path) -> dict:
 @build_step
 def step_estimate(build, out: Path) -> dict:
     """Per-layer cycles and resources, totals against the board, throughput and latency (estimates)."""
-    est = build.estimate(build.model("fold"))
-    report = est.to_dict()
+    from hw.estimates import estimate
+
+    report = estimate(build.model("fold"), build.board).to_dict()
     (out / "estimates.json").write_text(json.dumps(report, indent=2))
     return report
 
