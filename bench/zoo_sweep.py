@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def sweep_one(name: str, args) -> dict:
-    from flows.build import STEP_NAMES, run_build
+    from flows.build import run_build
     from flows.config import BuildConfig, TrainOptions
     from flows.errors import FitError, FlowsError
 
@@ -61,7 +61,7 @@ def sweep_one(name: str, args) -> dict:
         return {**row, "error": str(exc), "seconds": round(time.perf_counter() - start, 1)}
 
     def report(step: str, file: str = "report.json") -> dict:
-        return json.loads((run / f"{STEP_NAMES.index(step):02d}_{step}" / file).read_text())
+        return json.loads((run / step / file).read_text())
 
     est, ver = report("estimate"), report("verify")
     row["fits"] = est["fits"]

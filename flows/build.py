@@ -10,11 +10,10 @@ from pathlib import Path
 from boards import Board, load_board
 from flows.config import BuildConfig
 from flows.errors import ConfigError, DatasetError, ModelError
-from flows.pipeline import Step, resolve_all, run_steps, select, step_dir
+from flows.pipeline import Step, check_run_folders, resolve_all, run_steps, select, step_dir
 from flows.preflight import check_build, read_run_config, run_lock
 from flows.steps import DEFAULT_STEPS
 
-STEP_NAMES = DEFAULT_STEPS  # the default build's steps, in order (flows.steps)
 
 
 def build_steps(cfg: BuildConfig) -> list[Step]:
@@ -37,7 +36,7 @@ class Build:
             self.spec = load_model_config(cfg.model_config)
 
     def dir(self, step: str) -> Path:
-        return step_dir(self.run_dir, self.steps, step)
+        return step_dir(self.run_dir, step)
 
     def model(self, step: str):
         from qonnx.core.modelwrapper import ModelWrapper
@@ -216,6 +215,7 @@ def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
         raise ConfigError(f"cannot write to output directory {cfg.run_dir}: {exc.strerror}; "
                           "choose another --out") from None
     with run_lock(cfg.run_dir):
+        check_run_folders(cfg.run_dir)
         check_run_dir(cfg)
         check_build(build)
         (cfg.run_dir / "config.json").write_text(json.dumps({"identity": cfg.identity(),

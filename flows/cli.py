@@ -200,7 +200,7 @@ def bench_cmd(
     repeats: int = typer.Option(20, help="Timed runs per batch size (batch-1 latency takes 5x as many)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default <run>/bench)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint of the torch targets "
-                                              "(default <run>/00_train/checkpoint.pt)."),
+                                              "(default <run>/train/checkpoint.pt)."),
     threads: int = typer.Option(1, help="Intra-op threads of torch and onnxruntime."),
 ):
     """Accuracy, latency and throughput of the FPGA design (on a board, else modelled) against CPU/GPU targets."""

@@ -4,18 +4,21 @@ A step is one registered function ``fn(build, out_dir) -> report dict`` whose do
 says what it does (``register_step``; flows.steps registers the built-in ones, in order).
 A build's list of steps is data (``BuildConfig.steps``): registered names, or
 ``package.module:function`` for a step of one's own, imported and registered on first use.
-The runner gives it a fresh
-``NN_step.partial/`` folder; on success the folder replaces ``NN_step/`` in one
-rename, so a failed step leaves the earlier artefacts (and the previous output
-of the same step) intact. A failed step's output is kept as ``NN_step.failed/``; an
-interrupted one (Ctrl-C) is removed, and the error says where to resume.
-A run resumes from any step whose predecessors have finished.
+Each step writes under the folder of its name, ``<run>/<step>/`` (``fold/``), so a step
+inserted into the list leaves the folders of the others where they were. The runner gives
+a step a fresh ``<step>.partial/`` folder; on success it replaces ``<step>/`` in one
+rename, so a failed step leaves the earlier artefacts (and the previous output of the
+same step) intact. A failed step's output is kept as ``<step>.failed/``; an interrupted
+one (Ctrl-C) is removed, and the error says where to resume. A run resumes from any
+step whose predecessors (in this build's list) have finished. A run folder from before
+named folders (``08_fold/``) is refused with a line saying what to do (``check_run_folders``).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import re
 import shutil
 import time
 import warnings
@@ -115,9 +118,27 @@ def insert_step(steps, entry: str, after: str) -> tuple[str, ...]:
     return tuple(steps)
 
 
-def step_dir(run_dir: Path, steps: list[Step], name: str) -> Path:
-    index = [s.name for s in steps].index(name)
-    return run_dir / f"{index:02d}_{name}"
+def step_dir(run_dir: Path, name: str) -> Path:
+    """The folder of step ``name`` in ``run_dir``: its name, whatever its position."""
+    return Path(run_dir) / name
+
+
+OLD_FOLDER = re.compile(r"\d\d_[a-z][a-z0-9_]*(\.failed|\.partial|\.old)?")  # before named folders: 08_fold
+
+
+def check_run_folders(run_dir: Path) -> None:
+    """ConfigError when ``run_dir`` holds step folders numbered by position (``00_train``, ``08_fold``),
+    as qnn-flows wrote them before step folders were named: such a run is neither resumed nor
+    touched (its artefacts stay as they are)."""
+    run_dir = Path(run_dir)
+    old = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and OLD_FOLDER.fullmatch(p.name)) \
+        if run_dir.is_dir() else []
+    if old:
+        train = next((run_dir / n / "checkpoint.pt" for n in old if n.endswith("_train")), None)
+        keep = f" (--checkpoint {train} keeps its training)" if train and train.is_file() else ""
+        raise ConfigError(f"{run_dir} holds step folders numbered by position ({', '.join(old[:3])}"
+                          f"{', ...' if len(old) > 3 else ''}), from an older qnn-flows; step folders are now named "
+                          f"by step (train/, fold/) and such a run cannot be resumed: build into another --out{keep}")
 
 
 def select(steps: list[Step], start: str | None, stop: str | None) -> list[Step]:
@@ -145,10 +166,11 @@ def replace_dir(new: Path, final: Path) -> None:
 
 def run_steps(build, steps: list[Step], selected: list[Step], on_done=None) -> dict[str, dict]:
     """Run ``selected`` (a slice of ``steps``) in order; returns each step's report."""
+    check_run_folders(build.run_dir)
     _check_predecessors(build.run_dir, steps, selected[0].name)
     reports = {}
     for step in selected:
-        reports[step.name] = _run_one(build, steps, step)
+        reports[step.name] = _run_one(build, step)
         if on_done:
             on_done(step.name, reports[step.name])
     return reports
@@ -156,13 +178,13 @@ def run_steps(build, steps: list[Step], selected: list[Step], on_done=None) -> d
 
 def _check_predecessors(run_dir: Path, steps: list[Step], first: str) -> None:
     for step in steps[: [s.name for s in steps].index(first)]:
-        if not (step_dir(run_dir, steps, step.name) / "report.json").is_file():
+        if not (step_dir(run_dir, step.name) / "report.json").is_file():
             raise ConfigError(f"cannot start at '{first}': step '{step.name}' has not finished in "
                               f"{run_dir}; run from '{step.name}' (or earlier) first")
 
 
-def _run_one(build, steps: list[Step], step: Step) -> dict:
-    final = step_dir(build.run_dir, steps, step.name)
+def _run_one(build, step: Step) -> dict:
+    final = step_dir(build.run_dir, step.name)
     work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

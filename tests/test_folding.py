@@ -85,11 +85,11 @@ def test_target_fps_folds_for_the_rate(mnist_design, tmp_path):
         run_build(cfg)
     finally:
         mp.undo()
-    est = json.loads((run / "09_estimate" / "report.json").read_text())
+    est = json.loads((run / "estimate" / "report.json").read_text())
     assert est["compute_cycles"] <= 1000 and est["binding"].startswith("compute")
     assert est["fps"] >= 100_000
     slow_total = est["total"]["LUT"]
-    fast_total = json.loads((mnist_design.run_dir / "09_estimate" / "report.json").read_text())["total"]["LUT"]
+    fast_total = json.loads((mnist_design.run_dir / "estimate" / "report.json").read_text())["total"]["LUT"]
     assert slow_total < fast_total  # a lower rate costs fewer LUTs
 
 

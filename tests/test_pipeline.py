@@ -69,7 +69,7 @@ def test_a_registered_step_runs_in_its_own_folder(tmp_path, own_module):
     build = type("B", (), {"run_dir": tmp_path / "run"})()
     reports = run_steps(build, [step], [step])
     assert reports["count_nodes"]["nodes"] == 3
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["00_count_nodes"]
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["count_nodes"]
 
 
 def test_step_objects_are_what_the_runner_takes(tmp_path):
@@ -101,3 +101,43 @@ def test_what_the_build_imports_does_not_import_the_build_back(path):
             assert not any(n == "flows.build" or n.startswith("flows.build.") for n in names), file
             if isinstance(node, ast.ImportFrom) and node.module == "flows":
                 assert "build" not in [a.name for a in node.names], file
+
+
+def test_steps_write_under_their_names_so_an_inserted_step_moves_no_folder(tmp_path, own_module):
+    """A run of train..fold, then the same run with a step of one's own inserted after fold,
+    resumed from it: the earlier folders are where they were, and are not rerun."""
+    from flows.pipeline import step_dir
+
+    def make(name):
+        def fn(build, out):
+            (out / "made.txt").write_text(name)
+            return {}
+        return Step(name, fn)
+
+    before = [make("train"), make("fold"), make("estimate")]
+    build = type("B", (), {"run_dir": tmp_path / "run"})()
+    run_steps(build, before, before)
+    made = {p.name: (p / "made.txt").stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+    after = before[:2] + [resolve(f"{own_module}:step_count_nodes")] + before[2:]
+    run_steps(build, after, after[2:])
+    assert step_dir(tmp_path / "run", "fold") == tmp_path / "run" / "fold"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["count_nodes", "estimate", "fold", "train"]
+    assert all((tmp_path / "run" / n / "made.txt").stat().st_mtime_ns == made[n] for n in ("train", "fold"))
+
+
+def test_a_run_with_numbered_step_folders_is_refused_and_left_as_it_is(tmp_path):
+    from flows.build import run_build
+    from flows.config import BuildConfig
+
+    run = tmp_path / "run"
+    for name in ("00_train", "08_fold", "09_estimate"):
+        (run / name).mkdir(parents=True)
+    (run / "00_train" / "checkpoint.pt").write_bytes(b"weights")
+    (run / "config.json").write_text('{"identity": {}, "config": {}}')
+    with pytest.raises(ConfigError, match="numbered by position .*00_train, 08_fold, 09_estimate.*another --out "
+                                          r"\(--checkpoint .*00_train/checkpoint.pt keeps its training\)"):
+        run_build(BuildConfig(out=run, from_step="fold"))
+    assert sorted(p.name for p in run.iterdir() if p.name != ".lock") == ["00_train", "08_fold", "09_estimate",
+                                                                         "config.json"]
+    assert (run / "00_train" / "checkpoint.pt").read_bytes() == b"weights"
+    assert (run / "config.json").read_text() == '{"identity": {}, "config": {}}'
