@@ -399,7 +399,8 @@ def step_bitfile(build, out: Path) -> dict:
 
 @build_step
 def step_package(build, out: Path) -> dict:
-    """Write build/<run>/deploy/: model, IO spec, test vectors, bitfile when there is one, reports."""
+    """Write build/<run>/deploy/ (made in this step's folder, moved there once complete): model,
+    IO spec, test vectors, bitfile when there is one, reports."""
     from flows.package import write_package
 
     return write_package(build, out)
