@@ -64,8 +64,18 @@ class Build:
         every stage are those pixels only, as the host gathers them for the accelerator."""
         from qat.train import load_checkpoint
 
-        path = self.cfg.checkpoint or self.dir("train") / "checkpoint.pt"
-        return load_checkpoint(path).data.kept_pixels if Path(path).is_file() else None
+        if self.cfg.checkpoint:
+            return self.given_checkpoint.data.kept_pixels
+        path = self.dir("train") / "checkpoint.pt"
+        return load_checkpoint(path).data.kept_pixels if path.is_file() else None
+
+    @functools.cached_property
+    def given_checkpoint(self):
+        """--checkpoint, loaded once (the preflight checks it, kept_pixels and step train use it);
+        None without one."""
+        from qat.train import load_checkpoint
+
+        return load_checkpoint(self.cfg.checkpoint) if self.cfg.checkpoint else None
 
     @property
     def pixel_max(self) -> int:
@@ -176,20 +186,29 @@ def _parse_model(name: str):
 
 
 def load_config(run_dir: Path) -> BuildConfig:
-    """The BuildConfig a run folder was built with (its config.json), without --from/--to."""
-    from dataclasses import fields
-
-    from flows.config import TrainOptions
+    """The BuildConfig a run folder was built with (its config.json), writing to that folder."""
+    from dataclasses import replace
 
     try:
         raw = json.loads((Path(run_dir) / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot read {run_dir}/config.json ({type(exc).__name__}); rebuild the run") from None
-    paths = {f.name for f in fields(BuildConfig) if "Path" in str(f.type)}
-    values = {k: (Path(v) if k in paths and v is not None else v) for k, v in raw.items()
-              if k not in ("train", "from_step", "to_step", "out", "steps")}
-    steps = tuple(raw["steps"]) if raw.get("steps") is not None else None
-    return BuildConfig(**values, train=TrainOptions(**raw.get("train", {})), out=Path(run_dir), steps=steps)
+    return replace(BuildConfig.from_dict(raw, f"{run_dir}/config.json").record(), out=Path(run_dir))
+
+
+def steps_with(additions: list[str]) -> tuple[str, ...] | None:
+    """The default steps with each ``AFTER=package.module:function`` of ``additions`` inserted
+    right after step AFTER (flows build --add-step); None without additions."""
+    from flows.pipeline import insert_step
+
+    steps = tuple(DEFAULT_STEPS)
+    for addition in additions or ():
+        after, sep, entry = addition.partition("=")
+        if not sep or ":" not in entry:
+            raise ConfigError(f"--add-step {addition}: give AFTER=package.module:function, e.g. "
+                              "fold=mypkg.passes:step_report")
+        steps = insert_step(steps, entry, after)
+    return steps if additions else None
 
 
 def check_run_dir(cfg: BuildConfig) -> None:
@@ -219,6 +238,6 @@ def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
         check_run_dir(cfg)
         check_build(build)
         (cfg.run_dir / "config.json").write_text(json.dumps({"identity": cfg.identity(),
-                                                             "config": json.loads(cfg.to_json())}, indent=2))
+                                                             "config": json.loads(cfg.record().to_json())}, indent=2))
         init_finn(cfg.run_dir.resolve() / "finn_tmp")
         return run_steps(build, build.steps, selected, on_done)

@@ -25,6 +25,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 
 @app.command()
 def build(
+    ctx: typer.Context,
     board: str = typer.Option("pynq-z2", help="Target board (see boards/)."),
     model: Optional[str] = typer.Option(None, help="Zoo model, e.g. tfc-w2a2 (default tfc-w1a1)."),
     model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
@@ -47,16 +48,45 @@ def build(
     allow_overflow: bool = typer.Option(False, help="Continue when the design does not fit the board."),
     epochs: int = typer.Option(40, help="Training epochs when no checkpoint is given."),
     seed: int = typer.Option(0, help="Training seed."),
+    add_step: Optional[list[str]] = typer.Option(None, "--add-step", help="AFTER=package.module:function: run a "
+                                                 "step of one's own right after step AFTER (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A config.json a build wrote (or a JSON object of "
+                                          "BuildConfig fields): build that; only --out, --from, --to may be added."),
 ):
     """Train (or load), export, streamline, fold, estimate, verify and package one model for a board."""
     from flows.config import BuildConfig, TrainOptions
 
+    if config is not None:
+        return _run(lambda: _build(_config_file(ctx, config, out, from_step, to_step)))
     _check_numbers({"--target-fps": target_fps})
     _run(lambda: _build(BuildConfig(
         board=board, model=model, model_config=model_config, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
         data_file=data_file, input_datatype=input_datatype, verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
         from_step=from_step, to_step=to_step, allow_overflow=allow_overflow,
-        train=TrainOptions(epochs=epochs, seed=seed))))
+        train=TrainOptions(epochs=epochs, seed=seed), steps=_steps_with(add_step))))
+
+
+def _steps_with(add_step):
+    from flows.build import steps_with
+
+    return steps_with(add_step)
+
+
+def _config_file(ctx: typer.Context, path: Path, out, from_step, to_step):
+    """The BuildConfig of ``--config FILE`` with --out/--from/--to applied; any other option is refused
+    (the file holds the whole build: edit it instead)."""
+    from dataclasses import replace
+
+    from flows.config import load_build_config
+    from flows.errors import ConfigError
+
+    given = [p.opts[0] for p in ctx.command.params if p.name not in ("config", "out", "from_step", "to_step")
+             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        raise ConfigError(f"--config {path} holds the whole build; {', '.join(given)} cannot be added to it: edit the "
+                          "file (only --out, --from and --to go with --config)")
+    cfg = load_build_config(path)
+    return replace(cfg, **{k: v for k, v in (("out", out), ("from_step", from_step), ("to_step", to_step)) if v})
 
 
 def _build(cfg) -> None:

@@ -43,16 +43,17 @@ def step_train(build, out: Path) -> dict:
     previous = build.dir("train") / "checkpoint.pt"
     if build.cfg.checkpoint:
         source_path, source = Path(build.cfg.checkpoint), f"--checkpoint {build.cfg.checkpoint}"
+        ckpt = build.given_checkpoint  # read once, by the preflight
     elif previous.is_file():
         source_path = previous
         source = f"reused {previous} (delete it, or use another --out, to train anew)"
+        ckpt = load_checkpoint(previous)
     else:
         t = build.cfg.train
         ckpt = train(build.spec, build.dataset, TrainConfig(t.epochs, t.batch_size, t.lr, t.seed))
         build.check_checkpoint_matches_data(ckpt)
         ckpt.save(target)
         return {"source": "trained", "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
-    ckpt = load_checkpoint(source_path)
     build.check_checkpoint_matches_data(ckpt)
     shutil.copyfile(source_path, target)  # byte for byte: a checkpoint is never rewritten
     return {"source": source, "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
