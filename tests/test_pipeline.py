@@ -56,7 +56,7 @@ def test_unknown_and_unimportable_steps_say_what_is_known(own_module):
         resolve("prune")
     with pytest.raises(ConfigError, match="step nosuchmodule_x:f: cannot import it"):
         resolve("nosuchmodule_x:f")
-    with pytest.raises(ConfigError, match=f"cannot import it \\(AttributeError"):
+    with pytest.raises(ConfigError, match="cannot import it \\(AttributeError"):
         resolve(f"{own_module}:missing")
     with pytest.raises(ConfigError, match="no such step"):
         insert_step(DEFAULT_STEPS, f"{own_module}:step_count_nodes", after="prune")
