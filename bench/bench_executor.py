@@ -89,11 +89,11 @@ class Design:
         from qat.data import load_dataset
         from qat.train import load_checkpoint
 
-        self.model = ModelWrapper(str(run / "08_fold" / "model.onnx"))
+        self.model = ModelWrapper(str(run / "fold" / "model.onnx"))
         self.generic = ModelWrapper(copy.deepcopy(self.model.model)).transform(MakeHWLayersGeneric())
         meta, self.arrays = read_files(run / "deploy" / "executor")
         self.executor = Executor(meta, self.arrays)
-        self.torch_model = load_checkpoint(run / "00_train" / "checkpoint.pt").model()
+        self.torch_model = load_checkpoint(run / "train" / "checkpoint.pt").model()
         self.images = load_dataset(data, data_dir).test.images  # (N, C, H, W) uint8
         self.x = self.images.reshape(len(self.images), *self.executor.input_shape)
         out, trace = self.executor.run(self.x, return_layers=True)

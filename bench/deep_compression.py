@@ -87,13 +87,13 @@ def stage_row(step: str, ckpt, ds, storage_key: str, reference_bytes: int) -> di
 
 
 def build_and_verify(ckpt_path: Path, args) -> dict:
-    from flows.build import STEP_NAMES, run_build
+    from flows.build import run_build
     from flows.config import BuildConfig
 
     run = args.work / "build"
 
     def path(step: str) -> Path:
-        return run / f"{STEP_NAMES.index(step):02d}_{step}" / "report.json"
+        return run / step / "report.json"
 
     def report(step: str) -> dict:
         return json.loads(path(step).read_text())

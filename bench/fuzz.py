@@ -273,7 +273,7 @@ def run_one(spec: NetSpec, work: Path, dataset) -> dict:
         except (ConfigError, ModelError) as exc:
             result.update(status="refused", error=str(exc))
             return result
-        report = json.loads((run_dir / "10_verify" / "verify.json").read_text())
+        report = json.loads((run_dir / "verify" / "verify.json").read_text())
         result.update(_compare(net, run_dir, dataset, report))
     except Exception as exc:  # a crash is a finding: record it and go on
         result.update(status="crashed", error=f"{type(exc).__name__}: {exc}",
@@ -291,12 +291,12 @@ def _compare(net, run_dir: Path, dataset, report: dict) -> dict:
     from host.executor import Executor
 
     images = dataset.test.images
-    outputs = np.load(run_dir / "10_verify" / "outputs.npz")
+    outputs = np.load(run_dir / "verify" / "outputs.npz")
     hw_pred, hw_last = outputs["dataflow_predictions"], np.round(outputs["dataflow_last_layer"])
     pred, last, tied, input_ties = torch_outputs(net, images)
     model_diff = (pred != hw_pred) & (hw_last[np.arange(len(pred)), pred] != hw_last[np.arange(len(pred)), hw_pred])
     model_diff |= np.abs(last - hw_last).max(axis=1) > 1e-6 * np.abs(hw_last).max(initial=1.0)
-    fold = ModelWrapper(str(run_dir / "08_fold" / "model.onnx"))
+    fold = ModelWrapper(str(run_dir / "fold" / "model.onnx"))
     export_executor(fold, run_dir / "executor")
     ex = Executor.load(run_dir / "executor").run(to_graph_input(fold, images).astype(np.int64))
     ex_pred = ex.reshape(len(images), -1)[:, 0] if ex.reshape(len(images), -1).shape[1] == 1 else ex.argmax(1)

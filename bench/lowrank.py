@@ -38,11 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(ckpt_path: Path, run: Path, args) -> dict:
-    from flows.build import STEP_NAMES, run_build
+    from flows.build import run_build
     from flows.config import BuildConfig
 
     def path(step: str) -> Path:
-        return run / f"{STEP_NAMES.index(step):02d}_{step}" / "report.json"
+        return run / step / "report.json"
 
     def report(step: str) -> dict:
         return json.loads(path(step).read_text())

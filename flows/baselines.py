@@ -166,7 +166,7 @@ def _gpu_fp16(name: str, ctx: Context) -> Target:
 def _checkpoint(path: Path | None):
     """(checkpoint, None) or (None, why the torch targets are skipped)."""
     if path is None:
-        return None, "no checkpoint (pass --checkpoint, or bench a build's deploy/ beside its 00_train/)"
+        return None, "no checkpoint (pass --checkpoint, or bench a build's deploy/ beside its train/)"
     if Path(path).is_dir():
         return None, f"checkpoint {path} is a directory (pass the .pt file as --checkpoint)"
     if not Path(path).is_file():

@@ -36,8 +36,8 @@ def parse_targets(text: str | None) -> list[str]:
 
 
 def default_checkpoint(deploy_dir: Path) -> Path | None:
-    """The build's checkpoint beside its deploy/ folder (``<run>/00_train/checkpoint.pt``), if any."""
-    path = deploy_dir.resolve().parent / "00_train" / "checkpoint.pt"
+    """The build's checkpoint beside its deploy/ folder (``<run>/train/checkpoint.pt``), if any."""
+    path = deploy_dir.resolve().parent / "train" / "checkpoint.pt"
     return path if path.is_file() else None
 
 
@@ -54,10 +54,13 @@ def resolve_package(path: Path) -> tuple[Path, Path]:
     if not (run / "config.json").is_file():
         raise ConfigError(f"{path} is neither a deploy package (deploy.json) nor a build's run folder "
                           "(config.json); pass build/<run>/deploy or build/<run>")
-    from flows.build import STEP_NAMES, Build, load_config
+    from flows.build import Build, load_config
     from flows.package import write_bench_package
+    from flows.pipeline import check_run_folders
 
-    estimate = run / f"{STEP_NAMES.index('estimate'):02d}_estimate" / "report.json"
+    check_run_folders(run)
+
+    estimate = run / "estimate" / "report.json"
     if not estimate.is_file():
         raise ConfigError(f"build {run} has not reached its estimate step; run flows build --out {run} "
                           "--to estimate first (the FPGA target's time comes from the estimate)")

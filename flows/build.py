@@ -10,18 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from boards import Board, load_board
-from flows import steps as s
 from flows.config import BuildConfig
 from flows.errors import ConfigError, DatasetError, ModelError
-from flows.pipeline import Step, run_steps, select, step_dir
+from flows.pipeline import Step, check_run_folders, resolve_all, run_steps, select, step_dir
 from flows.preflight import check_build, read_run_config, run_lock
+from flows.steps import DEFAULT_STEPS
 
-STEPS = [Step("train", s.step_train), Step("export", s.step_export), Step("cleanup", s.step_cleanup),
-         Step("convert", s.step_convert), Step("streamline", s.step_streamline),
-         Step("hw_layers", s.step_hw_layers), Step("partition", s.step_partition),
-         Step("specialize", s.step_specialize), Step("fold", s.step_fold), Step("estimate", s.step_estimate),
-         Step("verify", s.step_verify), Step("bitfile", s.step_bitfile), Step("package", s.step_package)]
-STEP_NAMES = [step.name for step in STEPS]
+
+
+def build_steps(cfg: BuildConfig) -> list[Step]:
+    """The steps of this build: ``cfg.steps`` (names or package.module:function), else the default."""
+    return resolve_all(cfg.steps if cfg.steps is not None else DEFAULT_STEPS)
 
 
 class Build:
@@ -31,6 +30,7 @@ class Build:
         self.cfg = cfg
         self.board: Board = load_board(cfg.board)
         self.run_dir = cfg.run_dir
+        self.steps: list[Step] = build_steps(cfg)
         self.spec = None if (cfg.onnx or cfg.checkpoint) and not cfg.model else _parse_model(cfg.model_name)
         if cfg.model_config:
             from qat.models import load_model_config
@@ -38,7 +38,7 @@ class Build:
             self.spec = load_model_config(cfg.model_config)
 
     def dir(self, step: str) -> Path:
-        return step_dir(self.run_dir, STEPS, step)
+        return step_dir(self.run_dir, step)
 
     def model(self, step: str):
         from qonnx.core.modelwrapper import ModelWrapper
@@ -66,8 +66,18 @@ class Build:
         every stage are those pixels only, as the host gathers them for the accelerator."""
         from qat.train import load_checkpoint
 
-        path = self.cfg.checkpoint or self.dir("train") / "checkpoint.pt"
-        return load_checkpoint(path).data.kept_pixels if Path(path).is_file() else None
+        if self.cfg.checkpoint:
+            return self.given_checkpoint.data.kept_pixels
+        path = self.dir("train") / "checkpoint.pt"
+        return load_checkpoint(path).data.kept_pixels if path.is_file() else None
+
+    @functools.cached_property
+    def given_checkpoint(self):
+        """--checkpoint, loaded once (the preflight checks it, kept_pixels and step train use it);
+        None without one."""
+        from qat.train import load_checkpoint
+
+        return load_checkpoint(self.cfg.checkpoint) if self.cfg.checkpoint else None
 
     def input_quantiser(self):
         """The input quantiser the host runs (--input-quant host), as host.executor.InputQuantiser;
@@ -180,87 +190,6 @@ class Build:
                              + ("; give the model's own data with --data-file (docs/own-models.md), or no data "
                                 "for random inputs" if self.cfg.onnx else ""))
 
-    # folding and estimates ---------------------------------------------------------------
-
-    def estimate(self, model):
-        from hw.estimates import estimate
-
-        return estimate(model, self.board)
-
-    def io_cycles(self, model) -> int:
-        """The IO DMA bound in FINN's estimate units (host.perf_model): the slowest a layer may be
-        by FINN's estimate and still not bind before the DMA (its depth and the DMA's efficiency counted)."""
-        from hw.estimates import dma_bound_exp_cycles
-
-        return dma_bound_exp_cycles(model, self.board)
-
-    def choose_folding(self, model) -> dict:
-        """The folding to apply: --folding FILE, --target-fps, or the default DMA-bound rule."""
-        from hw import folding as fold
-
-        io = self.io_cycles(model)
-        if self.cfg.folding:
-            from hw.folding_file import apply_folding_file, named_cycles
-
-            raw = fold.read_folding(self.cfg.folding)
-            target = max(io, named_cycles(model, raw))  # unnamed layers need not outrun the file's slowest
-            lines = apply_folding_file(model, raw, fold.choose_folding(model, target, self.board.part),
-                                       str(self.cfg.folding))
-            return {"rule": f"--folding {self.cfg.folding}; nodes it does not name: the default rule (cheapest "
-                            f"folding within {target} cycles per image: the slower of the IO DMA bound, {io}, and "
-                            "the slowest layer the file folds)",
-                    "target_cycles": target, "folding": fold.current_folding(model), "file_report": lines}
-        if self.cfg.target_fps:
-            target = max(1, math.floor(self.board.clock_mhz * 1e6 / self.cfg.target_fps))
-            return {"rule": f"--target-fps {self.cfg.target_fps:g}: cheapest folding with at most {target} "
-                            f"cycles per image per layer (DMA bound: {io})",
-                    "target_cycles": target, "folding": fold.choose_folding(model, target, self.board.part)}
-        target, folding = self.fitting_folding(model, io)
-        rule = (f"default: cheapest folding (fewest LUTs) per layer reaching the IO DMA bound of {io} cycles "
-                f"per image; faster compute cannot be fed")
-        if target != io:
-            rule += f"; relaxed to {target} cycles to fit {self.board.name}"
-        return {"rule": rule, "target_cycles": target, "folding": folding}
-
-    def fitting_folding(self, model, start: int) -> tuple[int, dict]:
-        """The smallest target (start, 2*start, ...) whose cheapest folding fits the board; once
-        relaxing changes nothing (every layer as folded as the rule goes), that last folding."""
-        from hw import folding as fold
-
-        target, previous = start, None
-        while True:
-            folding = fold.choose_folding(model, target, self.board.part)
-            fold.apply_folding(model, folding)
-            if self.estimate(model).fits or folding == previous or target > 1 << 30:
-                return target, folding
-            target, previous = target * 2, folding
-
-    def misfit(self, model, est) -> tuple[str, dict]:
-        """Why ``model`` does not fit the board, and a folding that does (FINN folding-config format)."""
-        import copy
-
-        from hw.folding import current_folding
-
-        over = est.over_capacity()
-        worst = sorted(est.layers, key=lambda l: -l.resources[over[0]])[:3]
-        fitting = copy.deepcopy(model)
-        target, _ = self.fitting_folding(fitting, max(int(est.cycles_per_image), 1))
-        fps = self.board.clock_mhz * 1e6 / target
-        used = ", ".join(f"{r} {est.total[r]:.0f}/{est.capacity[r]}" for r in over)
-        layers = ", ".join(f"{l.name} ({l.resources[over[0]]:.0f} {over[0]})" for l in worst)
-        least = self.estimate(fitting)
-        if not least.fits:  # no folding fits: the weights alone are too many for the board's memories
-            least_used = ", ".join(f"{r} {least.total[r]:.0f}/{least.capacity[r]}" for r in least.over_capacity())
-            return (f"design does not fit {self.board.name} at any folding: {used}, and still {least_used} "
-                    f"folded as far as it goes ({weight_mbit(model):.1f} Mbit of weights); largest layers: "
-                    f"{layers}; choose fewer weight bits, a smaller model, or a board with more memory; "
-                    "--allow-overflow continues anyway"), None
-        message = (f"design does not fit {self.board.name}: {used}; largest layers: {layers}; a folding at "
-                   f"{target} cycles per image (~{fps:,.0f} images/s) fits: pass --folding "
-                   f"{self.dir('fold')}.failed/folding_that_fits.json, or --target-fps {math.floor(fps)}, "
-                   "or no folding option; --allow-overflow continues anyway")
-        return message, current_folding(fitting)
-
 
 def _integer_datatype(name: str) -> bool:
     from host.datatypes import parse
@@ -272,20 +201,6 @@ def _integer_datatype(name: str) -> bool:
         return False
 
 
-def weight_mbit(model) -> float:
-    """Megabits of weights in the matrix layers (MVAU, VVAU) of ``model``: what BRAM/LUTRAM must hold."""
-    from qonnx.custom_op.registry import getCustomOp
-
-    from hw.folding import generic_op
-
-    bits = 0
-    for node in model.graph.node:
-        weights = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
-        if generic_op(node.op_type) in ("MVAU", "VVAU") and weights is not None:
-            bits += weights.size * getCustomOp(node).get_input_datatype(1).bitwidth()
-    return bits / 1e6
-
-
 def _parse_model(name: str):
     from qat.models import parse_model_name
 
@@ -293,19 +208,29 @@ def _parse_model(name: str):
 
 
 def load_config(run_dir: Path) -> BuildConfig:
-    """The BuildConfig a run folder was built with (its config.json), without --from/--to."""
-    from dataclasses import fields
-
-    from flows.config import TrainOptions
+    """The BuildConfig a run folder was built with (its config.json), writing to that folder."""
+    from dataclasses import replace
 
     try:
         raw = json.loads((Path(run_dir) / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot read {run_dir}/config.json ({type(exc).__name__}); rebuild the run") from None
-    paths = {f.name for f in fields(BuildConfig) if "Path" in str(f.type)}
-    values = {k: (Path(v) if k in paths and v is not None else v) for k, v in raw.items()
-              if k not in ("train", "from_step", "to_step", "out")}
-    return BuildConfig(**values, train=TrainOptions(**raw.get("train", {})), out=Path(run_dir))
+    return replace(BuildConfig.from_dict(raw, f"{run_dir}/config.json").record(), out=Path(run_dir))
+
+
+def steps_with(additions: list[str]) -> tuple[str, ...] | None:
+    """The default steps with each ``AFTER=package.module:function`` of ``additions`` inserted
+    right after step AFTER (flows build --add-step); None without additions."""
+    from flows.pipeline import insert_step
+
+    steps = tuple(DEFAULT_STEPS)
+    for addition in additions or ():
+        after, sep, entry = addition.partition("=")
+        if not sep or ":" not in entry:
+            raise ConfigError(f"--add-step {addition}: give AFTER=package.module:function, e.g. "
+                              "fold=mypkg.passes:step_report")
+        steps = insert_step(steps, entry, after)
+    return steps if additions else None
 
 
 def check_run_dir(cfg: BuildConfig) -> None:
@@ -321,7 +246,7 @@ def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
     from flows.finn_env import init_finn
 
     build = Build(cfg)
-    selected = select(STEPS, cfg.from_step, cfg.to_step)
+    selected = select(build.steps, cfg.from_step, cfg.to_step)
     try:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         probe = cfg.run_dir / f".write-test-{os.getpid()}"
@@ -331,9 +256,10 @@ def run_build(cfg: BuildConfig, on_done=None) -> dict[str, dict]:
         raise ConfigError(f"cannot write to output directory {cfg.run_dir}: {exc.strerror}; "
                           "choose another --out") from None
     with run_lock(cfg.run_dir):
+        check_run_folders(cfg.run_dir)
         check_run_dir(cfg)
         check_build(build)
         (cfg.run_dir / "config.json").write_text(json.dumps({"identity": cfg.identity(),
-                                                             "config": json.loads(cfg.to_json())}, indent=2))
+                                                             "config": json.loads(cfg.record().to_json())}, indent=2))
         init_finn(cfg.run_dir.resolve() / "finn_tmp")
-        return run_steps(build, STEPS, selected, on_done)
+        return run_steps(build, build.steps, selected, on_done)

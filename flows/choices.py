@@ -79,9 +79,9 @@ def _datasets() -> OneOf:
 
 
 def _steps() -> OneOf:
-    from flows.build import STEP_NAMES
+    from flows.steps import DEFAULT_STEPS
 
-    return OneOf("step", STEP_NAMES)
+    return OneOf("step", tuple(DEFAULT_STEPS))
 
 
 def _input_quant() -> OneOf:

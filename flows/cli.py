@@ -44,6 +44,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 
 @app.command()
 def build(
+    ctx: typer.Context,
     board: str = typer.Option("pynq-z2", **choices.BOARD.typer_args, help="Target board: a name, or a board file."),
     model: Optional[str] = typer.Option(None, **choices.MODEL.typer_args, help="Zoo model (default tfc-w1a1)."),
     model_config: Optional[Path] = typer.Option(None, help="YAML/JSON per-layer bit widths instead of --model."),
@@ -70,30 +71,60 @@ def build(
                                     "narrow values; docs/compression.md)."),
     epochs: int = typer.Option(40, help="Training epochs when no checkpoint is given."),
     seed: int = typer.Option(0, help="Training seed."),
+    add_step: Optional[list[str]] = typer.Option(None, "--add-step", help="AFTER=package.module:function: run a "
+                                                 "step of one's own right after step AFTER (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A config.json a build wrote (or a JSON object of "
+                                          "BuildConfig fields): build that; only --out, --from, --to may be added."),
 ):
     """Train (or load), export, streamline, fold, estimate, verify and package one model for a board."""
     from flows.config import BuildConfig, TrainOptions
 
+    if config is not None:
+        return _run(lambda: _build(_config_file(ctx, config, out, from_step, to_step)))
     _check_numbers({"--target-fps": target_fps})
     _run(lambda: _build(BuildConfig(
         board=board, model=model, model_config=model_config, checkpoint=checkpoint, onnx=onnx, data=data, data_dir=data_dir,
         data_file=data_file, input_datatype=input_datatype, verify_checksums=not no_verify_checksums, target_fps=target_fps, folding=folding, out=out,
         from_step=from_step, to_step=to_step, allow_overflow=allow_overflow, input_quant=input_quant,
-        train=TrainOptions(epochs=epochs, seed=seed))))
+        train=TrainOptions(epochs=epochs, seed=seed), steps=_steps_with(add_step))))
+
+
+def _steps_with(add_step):
+    from flows.build import steps_with
+
+    return steps_with(add_step)
+
+
+def _config_file(ctx: typer.Context, path: Path, out, from_step, to_step):
+    """The BuildConfig of ``--config FILE`` with --out/--from/--to applied; any other option is refused
+    (the file holds the whole build: edit it instead)."""
+    from dataclasses import replace
+
+    from flows.config import load_build_config
+    from flows.errors import ConfigError
+
+    given = [p.opts[0] for p in ctx.command.params if p.name not in ("config", "out", "from_step", "to_step")
+             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        raise ConfigError(f"--config {path} holds the whole build; {', '.join(given)} cannot be added to it: edit the "
+                          "file (only --out, --from and --to go with --config)")
+    cfg = load_build_config(path)
+    return replace(cfg, **{k: v for k, v in (("out", out), ("from_step", from_step), ("to_step", to_step)) if v})
 
 
 def _build(cfg) -> None:
     from rich.console import Console
 
-    from flows.build import STEP_NAMES, Build, run_build
+    from flows.build import Build, run_build
     from flows.report import collect, print_tables, tables
 
     console = Console(stderr=True)
     start = time.perf_counter()
+    names = [step.name for step in Build(cfg).steps]
 
     def done(name: str, report: dict) -> None:
-        idx = STEP_NAMES.index(name)
-        console.print(f"[{idx:2d}/{len(STEP_NAMES) - 1}] {name:<11} {report.get('seconds', 0):6.2f} s")
+        idx = names.index(name)
+        console.print(f"[{idx:2d}/{len(names) - 1}] {name:<11} {report.get('seconds', 0):6.2f} s")
         if name == "bitfile" and report.get("reason"):
             console.print(f"        {report['reason']}")
         for line in report.get("folding_file_report", []):  # --folding FILE: applied, matched, defaulted
@@ -218,7 +249,7 @@ def bench_cmd(
     repeats: int = typer.Option(20, help="Timed runs per batch size (batch-1 latency takes 5x as many)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default <run>/bench)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint of the torch targets "
-                                              "(default <run>/00_train/checkpoint.pt)."),
+                                              "(default <run>/train/checkpoint.pt)."),
     threads: int = typer.Option(1, help="Intra-op threads of torch and onnxruntime."),
 ):
     """Accuracy, latency and throughput of the FPGA design (on a board, else modelled) against CPU/GPU targets."""

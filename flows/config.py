@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from flows.errors import ConfigError, ModelError, finite
@@ -72,8 +72,14 @@ class BuildConfig:
     # pixels streamed at 8 bits; "host", the host applies its thresholds and streams the narrow result
     input_quant: str = "fpga"
     train: TrainConfig = field(default_factory=TrainConfig)  # used when the build has no checkpoint
+    steps: tuple[str, ...] | None = None  # the build's steps in order (default flows.steps.DEFAULT_STEPS):
+    # registered names or package.module:function (flows.pipeline.resolve; checked when the build starts)
 
     def __post_init__(self):
+        if self.steps is not None:
+            if isinstance(self.steps, str) or not all(isinstance(e, str) and e for e in self.steps):
+                raise ConfigError(f"steps must be a list of step names, got {self.steps!r}")
+            object.__setattr__(self, "steps", tuple(self.steps))
         if self.checkpoint and self.onnx:
             raise ConfigError("give --checkpoint or --onnx, not both")
         if self.model_config and (self.model or self.onnx or self.checkpoint):
@@ -145,4 +151,55 @@ class BuildConfig:
                 **({"input_quant": self.input_quant} if self.input_quant != "fpga" else {})}
 
     def to_json(self) -> str:
+        """The config as JSON; ``BuildConfig.from_dict(json.loads(cfg.to_json())) == cfg``."""
         return json.dumps(asdict(self), default=str, indent=2)
+
+    def record(self) -> BuildConfig:
+        """What a run's config.json records: the build, without one invocation's --from/--to."""
+        return replace(self, from_step=None, to_step=None)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> BuildConfig:
+        """The config ``raw`` (as ``to_json`` writes it) describes, validated as the command line's
+        options are; ConfigError naming ``source`` and the field for an unknown field or a wrong type."""
+        values = _typed_fields(cls, raw, source)
+        if isinstance(values.get("train"), dict):
+            values["train"] = TrainConfig(**_typed_fields(TrainConfig, values["train"], f"{source}: train"))
+        return cls(**values)
+
+
+def _typed_fields(cls, raw, source: str) -> dict:
+    """``raw``'s values for the fields of dataclass ``cls``, each checked against its annotation
+    (Path fields from strings, steps from a list)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a JSON object of fields, got {type(raw).__name__}")
+    known = {f.name: str(f.type) for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown field '{unknown[0]}'; fields: {', '.join(known)}")
+    values = {}
+    for name, value in raw.items():
+        kind = known[name]
+        if value is None and "None" in kind:
+            values[name] = None
+            continue
+        ok = {"bool": isinstance(value, bool), "int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "str": isinstance(value, str), "Path": isinstance(value, str),
+              "tuple": isinstance(value, list), "TrainConfig": isinstance(value, dict)}[kind.split()[0].split("[")[0]]
+        if not ok:
+            raise ConfigError(f"{source}: field '{name}' must be {kind}, got {value!r}")
+        values[name] = Path(value) if kind.startswith("Path") else tuple(value) if kind.startswith("tuple") else value
+    return values
+
+
+def load_build_config(path: Path) -> BuildConfig:
+    """The BuildConfig in ``path``: a run's config.json (its "config") or a bare object of fields."""
+    check_readable_file("--config", Path(path))
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--config {path} is not JSON ({exc}); give the config.json a build wrote") from None
+    if isinstance(raw, dict) and "config" in raw and "identity" in raw:
+        raw = raw["config"]
+    return BuildConfig.from_dict(raw, f"--config {path}")

@@ -33,22 +33,25 @@ def io_spec(model, input_quantiser=None) -> dict:
 
 
 def write_package(build, out: Path) -> dict:
-    """Assemble deploy/ beside the step folders (replaced whole, only once complete)."""
-    return _assemble(build, build.run_dir / "deploy", verified=True)
+    """Assemble the package in the step's own folder (``out/deploy``), then move it to
+    ``<run>/deploy/`` in one rename, replacing the previous one: the run's product sits at the top
+    of the run folder, the one thing a step writes outside its own (README, docs/architecture.md);
+    a failed package step leaves the previous deploy/ as it was."""
+    return _assemble(build, out / "deploy", build.run_dir / "deploy", verified=True)
 
 
 def write_bench_package(build, final: Path) -> dict:
     """A package for ``flows bench`` from a build that reached its estimate but not verify/package:
     the same files, except that the expected outputs are the numpy executor's outputs of the
     folded design (not checked against the other stages) and there is no bitfile."""
-    return _assemble(build, final, verified=False)
+    return _assemble(build, final.with_name(final.name + ".partial"), final, verified=False)
 
 
-def _assemble(build, final: Path, verified: bool) -> dict:
+def _assemble(build, work: Path, final: Path, verified: bool) -> dict:
+    """Write the package in ``work``, then move it to ``final`` (replaced whole, only once complete)."""
     from flows.executor_export import export_executor
     from flows.report import write_reports
 
-    work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     model = build.model("fold")

@@ -50,9 +50,7 @@ def check_build(build) -> None:
         if cfg.data is not None:
             _check_onnx_takes_the_data(build, model)
     if cfg.checkpoint:
-        from qat.train import load_checkpoint
-
-        build.check_checkpoint_matches_data(load_checkpoint(cfg.checkpoint))
+        build.check_checkpoint_matches_data(build.given_checkpoint)
     if cfg.folding:
         _check_folding_file(build)
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():

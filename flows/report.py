@@ -16,11 +16,9 @@ class Table:
 
 
 def collect(build) -> dict[str, dict]:
-    """The report.json of every finished step of this run, by step name."""
-    from flows.build import STEP_NAMES
-
+    """The report.json of every finished step of this run (``build.steps``, in order), by step name."""
     out = {}
-    for name in STEP_NAMES:
+    for name in (step.name for step in build.steps):
         path = build.dir(name) / "report.json"
         if path.is_file():
             out[name] = json.loads(path.read_text())

@@ -1,4 +1,6 @@
-"""The build steps, in order. Each is ``step_x(build, out) -> report`` and writes only under ``out``.
+"""The built-in build steps. Each is ``step_x(build, out) -> report``, writes only under ``out``,
+and is registered by ``@build_step`` under its name without ``step_``; the default build runs
+them in the order they are defined here (``DEFAULT_STEPS``).
 
 ``build`` (flows.build.Build) gives the config, the board, the dataset and the
 outputs of earlier steps.
@@ -12,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from flows.errors import FitError, ModelError, StepError, VerificationError
+from flows.pipeline import register_step
+
+DEFAULT_STEPS: list[str] = []  # the default build, in order: the @build_step functions below
 
 # ops a QONNX model may contain for this flow (MLPs and CNV-style CNNs); anything else is named and refused
 SUPPORTED_QONNX_OPS = {"Quant", "BipolarQuant", "Gemm", "MatMul", "BatchNormalization", "Mul", "Add",
@@ -20,6 +25,14 @@ CONV_OPS = ("Conv", "MaxPool")  # their presence switches on the convolution low
 CONV_STREAMLINED = ("Transpose", "Im2Col", "MaxPoolNHWC")  # what lowering leaves for the HW conversion
 
 
+def build_step(fn):
+    """Register ``fn`` (flows.pipeline.register_step) as the next step of the default build."""
+    register_step(fn)
+    DEFAULT_STEPS.append(fn.__name__.removeprefix("step_"))
+    return fn
+
+
+@build_step
 def step_train(build, out: Path) -> dict:
     """Train the model (or take --checkpoint) and save ``checkpoint.pt``; an existing one is reused."""
     if build.cfg.onnx:
@@ -30,20 +43,22 @@ def step_train(build, out: Path) -> dict:
     previous = build.dir("train") / "checkpoint.pt"
     if build.cfg.checkpoint:
         source_path, source = Path(build.cfg.checkpoint), f"--checkpoint {build.cfg.checkpoint}"
+        ckpt = build.given_checkpoint  # read once, by the preflight
     elif previous.is_file():
         source_path = previous
         source = f"reused {previous} (delete it, or use another --out, to train anew)"
+        ckpt = load_checkpoint(previous)
     else:
         ckpt = train(build.spec, build.dataset, build.cfg.train)
         build.check_checkpoint_matches_data(ckpt)
         ckpt.save(target)
         return {"source": "trained", "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
-    ckpt = load_checkpoint(source_path)
     build.check_checkpoint_matches_data(ckpt)
     shutil.copyfile(source_path, target)  # byte for byte: a checkpoint is never rewritten
     return {"source": source, "model": ckpt.spec.name, "dataset": ckpt.data.name, **ckpt.metrics}
 
 
+@build_step
 def step_export(build, out: Path) -> dict:
     """Export the checkpoint to QONNX (or validate and copy --onnx)."""
     target = out / "model.onnx"
@@ -110,6 +125,7 @@ def data_inputs(graph) -> list[str]:
     return [i.name for i in graph.input if i.name not in inits and i.name in used]
 
 
+@build_step
 def step_cleanup(build, out: Path) -> dict:
     """QONNX cleanup; mark the input as the integer image the DMA streams; refuse unsupported ops."""
     from qonnx.core.datatype import DataType
@@ -127,6 +143,7 @@ def step_cleanup(build, out: Path) -> dict:
             "data": build.dataset.name if build.dataset.labelled else "none: random inputs, accuracy unknown"}
 
 
+@build_step
 def step_convert(build, out: Path) -> dict:
     """QONNX -> FINN (MultiThreshold activations), every quantiser made exact on ties. An input
     quantiser over the integer input is tabulated over every input value; without one (FINN's
@@ -181,6 +198,7 @@ def _tidy(model):
     return model
 
 
+@build_step
 def step_streamline(build, out: Path) -> dict:
     """FINN streamlining to an integer graph: thresholds, integer MatMuls, XNOR-popcount, TopK.
 
@@ -265,6 +283,7 @@ def _conv_hw() -> tuple:
             InferDataLayouts())
 
 
+@build_step
 def step_hw_layers(build, out: Path) -> dict:
     """Map streamlined nodes to FINN HW layers (MVAU, Thresholding, LabelSelect; with convolutions
     also ConvolutionInputGenerator and Pool). With --input-quant host the input Thresholding
@@ -315,6 +334,7 @@ def _input_quant_on_host(model, out: Path) -> tuple:
                                                       f"{len(q['thresholds'][0])} thresholds"}
 
 
+@build_step
 def step_partition(build, out: Path) -> dict:
     """Split off the dataflow partition (what goes on the FPGA) from the host-side nodes."""
     from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
@@ -332,6 +352,7 @@ def step_partition(build, out: Path) -> dict:
     return {"host_nodes": host_nodes, "fpga_nodes": [n.op_type for n in model.graph.node]}
 
 
+@build_step
 def step_specialize(build, out: Path) -> dict:
     """Choose HLS or RTL implementations for the board's part."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
@@ -341,23 +362,26 @@ def step_specialize(build, out: Path) -> dict:
     return {"part": build.board.part, "nodes": [n.op_type for n in model.graph.node]}
 
 
+@build_step
 def step_fold(build, out: Path) -> dict:
     """Fold every layer (default rule, --target-fps, or --folding FILE) and check the fit."""
     from hw import folding as fold
+    from hw.estimates import estimate
+    from hw.folding_rule import choose, misfit
 
     model = build.model("specialize")
-    chosen = build.choose_folding(model)
+    chosen = choose(model, build.board, build.cfg.folding, build.cfg.target_fps)
     fold.apply_folding(model, chosen["folding"])
     (out / "folding.json").write_text(json.dumps(fold.current_folding(model), indent=2))
     model.save(str(out / "model.onnx"))
-    est = build.estimate(model)
+    est = estimate(model, build.board)
     report = {"rule": chosen["rule"], "target_cycles": chosen["target_cycles"], "fits": est.fits,
               "folding_file": str(build.dir("fold") / "folding.json")}
     if "file_report" in chosen:  # --folding FILE: what was applied, matched, defaulted or not applied
         report["folding_file_report"] = chosen["file_report"]
         (out / "folding_report.txt").write_text("\n".join(chosen["file_report"]) + "\n")
     if not est.fits:
-        message, fitting = build.misfit(model, est)
+        message, fitting = misfit(model, est, build.board, f"{build.dir('fold')}.failed/folding_that_fits.json")
         if fitting is not None:  # None: no folding fits this board
             (out / "folding_that_fits.json").write_text(json.dumps(fitting, indent=2))
         (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -367,14 +391,17 @@ def step_fold(build, out: Path) -> dict:
     return report
 
 
+@build_step
 def step_estimate(build, out: Path) -> dict:
     """Per-layer cycles and resources, totals against the board, throughput and latency (estimates)."""
-    est = build.estimate(build.model("fold"))
-    report = est.to_dict()
+    from hw.estimates import estimate
+
+    report = estimate(build.model("fold"), build.board).to_dict()
     (out / "estimates.json").write_text(json.dumps(report, indent=2))
     return report
 
 
+@build_step
 def step_verify(build, out: Path) -> dict:
     """Run the whole test split through every stage; require identical predictions and last-layer integers."""
     from flows.verify import verify_stages
@@ -388,6 +415,7 @@ def step_verify(build, out: Path) -> dict:
     return report
 
 
+@build_step
 def step_bitfile(build, out: Path) -> dict:
     """With Vivado and Vitis HLS: FINN's own steps to a bitfile. Without: skip, saying why."""
     from flows.vendor import run_vendor_flow
@@ -395,8 +423,10 @@ def step_bitfile(build, out: Path) -> dict:
     return run_vendor_flow(build, out)
 
 
+@build_step
 def step_package(build, out: Path) -> dict:
-    """Write build/<run>/deploy/: model, IO spec, test vectors, bitfile when there is one, reports."""
+    """Write build/<run>/deploy/ (made in this step's folder, moved there once complete): model,
+    IO spec, test vectors, bitfile when there is one, reports."""
     from flows.package import write_package
 
     return write_package(build, out)

@@ -1,7 +1,7 @@
 """The performance model of a FINN dataflow accelerator: the one home of its timing arithmetic.
 
 Every figure it gives is *modelled*, never measured, and says so (`LABEL`). The
-build's estimate (hw/estimates.py), the folding rule's DMA bound (flows/build.py),
+build's estimate (hw/estimates.py), the folding rule's DMA bound (hw/folding_rule.py),
 SimBackend and `flows bench` all use it. Standard library only: it runs on the board.
 
 The design is a pipeline: an input stream (FINN's IODMA, or a testbench in RTL

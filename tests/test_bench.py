@@ -99,7 +99,7 @@ def test_layer_times_add_up_to_the_whole_run(run_dir):
     from flows.baselines import make_targets
 
     targets = make_targets(["numpy-executor", "cpu-torch-float"], package,
-                           run_dir / "00_train" / "checkpoint.pt", "measured here")
+                           run_dir / "train" / "checkpoint.pt", "measured here")
     cfg = BenchConfig(batches=(1,), repeats=25, warmup=3, layer_batch=64)
     for r in run_benchmark(targets, package, cfg):
         assert r["status"] == "ok" and r["layers_combine"] == "sum" and r["layers_runs"] >= 10, r

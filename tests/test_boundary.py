@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import qonnx_make_model
 
-from flows.build import STEP_NAMES, run_build
+from flows.build import run_build
 from flows.config import BuildConfig
 from flows.errors import VerificationError
 from flows.boundary import BOUNDARY, Decisions, TorchTaps, explain, graph_decisions
@@ -37,7 +37,7 @@ SCALE = np.float32(1 / 7)  # 4-bit narrow signed in [-1, 1], as the zoo's W4A4 a
 def report(run, step: str, failed: bool = False) -> dict:
     if not failed:
         return test_build.report(run, step)
-    return json.loads((run / f"{STEP_NAMES.index(step):02d}_{step}.failed" / "verify.json").read_text())
+    return json.loads((run / f"{step}.failed" / "verify.json").read_text())
 
 
 def two_quant_graph(n: int) -> ModelWrapper:
@@ -182,7 +182,7 @@ def hidden_threshold_inputs(run, layer: int = 1):
     from flows.execute import full_context, to_graph_input
     from qat.data import load_dataset
 
-    convert = run / f"{STEP_NAMES.index('convert'):02d}_convert" / "model.onnx"
+    convert = run / "convert" / "model.onnx"
     model = ModelWrapper(str(convert))
     node = [n for n in model.graph.node if n.op_type == "MultiThreshold"][layer]
     images = load_dataset("digits").test.images
@@ -222,7 +222,7 @@ def test_an_exact_tie_resolved_differently_is_never_excused(tied, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tied, run)
     assert report(tied, "verify")["stages"]["qonnx"]["ties"]["images_on_hidden_tie"] > 0
-    cleanup = run / f"{STEP_NAMES.index('cleanup'):02d}_cleanup" / "model.onnx"
+    cleanup = run / "cleanup" / "model.onnx"
     model = ModelWrapper(str(cleanup))
     hidden = [n for n in model.graph.node if n.op_type == "Quant" and model.get_initializer(n.input[0]) is None][1]
     next(a for a in hidden.attribute if a.name == "rounding_mode").s = b"HALF_UP"
@@ -239,7 +239,7 @@ def test_the_report_names_the_layer_where_a_wrong_offset_starts(tmp_path):
     """A binary (XNOR) layer with a 6-bit output, its MVAU's level-0 value set one too low (what FINN's
     own conversion does): the float stages first differ a layer later, the integer stage shows where."""
     run = build_net(NetSpec(8103, "mlp", (24, 13), (1, 2, 2), (6, 2), in_bits=1, batchnorm=True), tmp_path)
-    fold = run / f"{STEP_NAMES.index('fold'):02d}_fold" / "model.onnx"
+    fold = run / "fold" / "model.onnx"
     model = ModelWrapper(str(fold))
     from qonnx.custom_op.registry import getCustomOp
 
@@ -263,7 +263,7 @@ def test_a_wrong_threshold_is_not_excused(noisy, tmp_path, monkeypatch, levels, 
         monkeypatch.setattr("flows.verify.ANALYSIS_BYTES", budget)
     run = tmp_path / "run"
     shutil.copytree(noisy, run)
-    convert = run / f"{STEP_NAMES.index('convert'):02d}_convert" / "model.onnx"
+    convert = run / "convert" / "model.onnx"
     model = ModelWrapper(str(convert))
     node = [n for n in model.graph.node if n.op_type == "MultiThreshold"][1]
     t = model.get_initializer(node.input[1]).copy()

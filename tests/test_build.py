@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.build import STEP_NAMES, run_build
+from flows.build import run_build
 from flows.config import BuildConfig
 
 PRECISIONS = ["tfc-w1a1", "tfc-w1a2", "tfc-w2a2", "tfc-w4a4"]
@@ -43,7 +43,7 @@ def one_error_line(stderr: str) -> str:
 
 
 def report(run: Path, step: str) -> dict:
-    return json.loads((run / f"{STEP_NAMES.index(step):02d}_{step}" / "report.json").read_text())
+    return json.loads((run / step / "report.json").read_text())
 
 
 @pytest.mark.parametrize("model", PRECISIONS, ids=[m.split("-")[1] for m in PRECISIONS])
@@ -93,25 +93,25 @@ def test_package_holds_what_the_board_needs(built):
 def test_edited_folding_round_trips_through_resume(built, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(built("tfc-w1a1"), run)
-    folding = json.loads((run / "08_fold" / "folding.json").read_text())
+    folding = json.loads((run / "fold" / "folding.json").read_text())
     folding["MVAU_hls_1"].update(PE=1, SIMD=1)
     edited = tmp_path / "folding.json"
     edited.write_text(json.dumps(folding))
-    checkpoint = (run / "00_train" / "checkpoint.pt").read_bytes()
+    checkpoint = (run / "train" / "checkpoint.pt").read_bytes()
     run_build(BuildConfig(model="tfc-w1a1", out=run, folding=edited, from_step="fold", to_step="estimate"))
     layers = {l["name"]: l for l in report(run, "estimate")["layers"]}
     assert layers["MVAU_hls_1"]["folding"]["PE"] == 1 and layers["MVAU_hls_1"]["cycles"] == 64 * 64
     assert report(run, "estimate")["binding"] == "compute (MVAU_hls_1)"
-    assert (run / "00_train" / "checkpoint.pt").read_bytes() == checkpoint
+    assert (run / "train" / "checkpoint.pt").read_bytes() == checkpoint
 
 
 def test_rebuild_reuses_checkpoint_and_never_overwrites_it(built, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(built("tfc-w1a1"), run)
-    before = (run / "00_train" / "checkpoint.pt").read_bytes()
+    before = (run / "train" / "checkpoint.pt").read_bytes()
     run_build(BuildConfig(model="tfc-w1a1", out=run, to_step="train"))
     assert report(run, "train")["source"].startswith("reused")
-    assert (run / "00_train" / "checkpoint.pt").read_bytes() == before
+    assert (run / "train" / "checkpoint.pt").read_bytes() == before
 
 
 def test_target_fps_that_cannot_fit_fails_with_advice(built, tmp_path):
@@ -119,13 +119,13 @@ def test_target_fps_that_cannot_fit_fails_with_advice(built, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(built("tfc-w4a4"), run)
-    fold_before = (run / "08_fold" / "model.onnx").read_bytes()
+    fold_before = (run / "fold" / "model.onnx").read_bytes()
     with pytest.raises(FitError) as err:
         run_build(BuildConfig(model="tfc-w4a4", out=run, target_fps=100e6, from_step="fold", to_step="fold"))
     message = str(err.value)
     assert "does not fit pynq-z2" in message and "MVAU_hls" in message and "--target-fps" in message
-    assert (run / "08_fold" / "model.onnx").read_bytes() == fold_before  # earlier artefacts intact
-    fitting = run / "08_fold.failed" / "folding_that_fits.json"
+    assert (run / "fold" / "model.onnx").read_bytes() == fold_before  # earlier artefacts intact
+    fitting = run / "fold.failed" / "folding_that_fits.json"
     assert str(fitting) in message
     run_build(BuildConfig(model="tfc-w4a4", out=run, folding=fitting, from_step="fold", to_step="estimate"))
     assert report(run, "estimate")["fits"]
@@ -221,15 +221,15 @@ def test_bad_onnx_leaves_earlier_steps_intact(tmp_path):
     path = write_onnx(tmp_path / "model.onnx", "Sigmoid")
     run = tmp_path / "run"
     assert flows_cli("build", "--onnx", path, "--out", run).returncode == 4
-    assert (run / "01_export" / "model.onnx").is_file()  # export finished before cleanup refused
-    assert (run / "02_cleanup.failed").is_dir() and not (run / "02_cleanup").exists()
+    assert (run / "export" / "model.onnx").is_file()  # export finished before cleanup refused
+    assert (run / "cleanup.failed").is_dir() and not (run / "cleanup").exists()
 
 
 def test_build_from_checkpoint_uses_its_model(built, tmp_path):
-    checkpoint = built("tfc-w2a2") / "00_train" / "checkpoint.pt"
+    checkpoint = built("tfc-w2a2") / "train" / "checkpoint.pt"
     run = tmp_path / "run"
     run_build(BuildConfig(checkpoint=checkpoint, out=run, to_step="export"))
     assert report(run, "train")["model"] == "tfc-w2a2"
-    assert (run / "00_train" / "checkpoint.pt").read_bytes() == checkpoint.read_bytes()
+    assert (run / "train" / "checkpoint.pt").read_bytes() == checkpoint.read_bytes()
     result = flows_cli("build", "--checkpoint", checkpoint, "--model", "tfc-w1a1", "--out", tmp_path / "other")
     assert result.returncode == 2 and "not --model tfc-w1a1" in one_error_line(result.stderr)

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.build import STEP_NAMES, run_build
+from flows.build import run_build
 from flows.config import BuildConfig
 from flows.errors import ConfigError, DatasetError, ModelError
 from qonnx_graphs import mlp
 
 
 def report(run: Path, step: str, name: str = "report.json") -> dict:
-    return json.loads((run / f"{STEP_NAMES.index(step):02d}_{step}" / name).read_text())
+    return json.loads((run / step / name).read_text())
 
 
 def flows_cli(*args) -> subprocess.CompletedProcess:
@@ -192,7 +192,7 @@ def test_own_data_is_checked_before_the_first_step(bipolar600, tmp_path, kind, w
     with pytest.raises(DatasetError) as err:
         run_build(BuildConfig(onnx=onnx, data_file=bad_data(tmp_path, kind), out=tmp_path / "run"))
     assert all(w in str(err.value) for w in words), str(err.value)
-    assert not (tmp_path / "run" / "01_export").exists()
+    assert not (tmp_path / "run" / "export").exists()
 
 
 def test_own_data_error_on_the_command_line(bipolar600, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import qat.data
-from flows.build import STEP_NAMES, run_build
+from flows.build import run_build
 from flows.config import BuildConfig, TrainOptions
 from flows.errors import ConfigError
 from synthetic import synthetic_cifar
@@ -18,7 +18,7 @@ DS = synthetic_cifar(n_train=256, n_test=64)
 
 
 def report(run, step: str, name: str = "report.json") -> dict:
-    return json.loads((run / f"{STEP_NAMES.index(step):02d}_{step}" / name).read_text())
+    return json.loads((run / step / name).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_cnv_package_holds_nhwc_test_vectors(cnv_run):
     assert spec["input"]["shape"] == [1, 32, 32, 3] and spec["input"]["datatype"] == "UINT8"
     vectors = np.load(cnv_run / "deploy" / "test_vectors.npz")
     assert np.array_equal(vectors["inputs"], DS.test.images.transpose(0, 2, 3, 1))
-    outputs = np.load(cnv_run / f"{STEP_NAMES.index('verify'):02d}_verify" / "outputs.npz")
+    outputs = np.load(cnv_run / "verify" / "outputs.npz")
     assert np.array_equal(vectors["expected"], outputs["pytorch_predictions"])
 
 
@@ -79,7 +79,7 @@ def test_depthwise_window_must_match_its_pool(cnv_run, tmp_path):
 
     from hw.folding import apply_folding
 
-    model = ModelWrapper(str(cnv_run / f"{STEP_NAMES.index('fold'):02d}_fold" / "model.onnx"))
+    model = ModelWrapper(str(cnv_run / "fold" / "model.onnx"))
     with pytest.raises(ConfigError, match="SIMD must equal that PE"):
         apply_folding(model, {"Pool_hls_0": {"PE": 1}, "ConvolutionInputGenerator_rtl_2": {"SIMD": 2}})
 

@@ -113,9 +113,9 @@ def test_pruned_checkpoint_builds_and_verifies_bit_exactly(base, tmp_path):
     assert load_checkpoint(out / "compressed.pt").spec.widths == (32, 32, 32)
     r = _flows("build", "--checkpoint", out / "compressed.pt", "--to", "verify", "--out", tmp_path / "b", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    verify = json.loads((tmp_path / "b" / "10_verify" / "verify.json").read_text())
+    verify = json.loads((tmp_path / "b" / "verify" / "verify.json").read_text())
     assert verify["passed"]
-    mvau = json.loads((tmp_path / "b" / "09_estimate" / "estimates.json").read_text())["layers"]
+    mvau = json.loads((tmp_path / "b" / "estimate" / "estimates.json").read_text())["layers"]
     assert [l["folding"] for l in mvau if l["op_type"].startswith("MVAU")]  # matrix units of the smaller model
 
 

@@ -33,7 +33,7 @@ def fails_with(result: subprocess.CompletedProcess, code: int, *words: str) -> s
 
 
 def no_step_ran(run: Path) -> bool:
-    return not run.exists() or not [p for p in run.iterdir() if p.name[:2].isdigit()]
+    return not run.exists() or not [p for p in run.iterdir() if p.is_dir()]
 
 
 # -- deploy packages ---------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_second_build_into_a_locked_run_folder_stops_and_deletes_nothing(tmp_pat
 
     run = tmp_path / "run"
     run.mkdir()
-    work = run / "00_train.partial"  # what the running build is writing
+    work = run / "train.partial"  # what the running build is writing
     work.mkdir()
     (work / "log.txt").write_text("training")
     with run_lock(run):  # this process plays the build that got there first
@@ -259,8 +259,8 @@ def test_interrupted_step_is_removed_and_the_message_says_where_to_resume(tmp_pa
     with pytest.raises(RunInterrupted, match="step 'second'.*--from second") as err:
         run_steps(build, steps, steps)
     assert err.value.exit_code == 130
-    assert (tmp_path / "00_first" / "result.txt").read_text() == "done"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_first"]
+    assert (tmp_path / "first" / "result.txt").read_text() == "done"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first"]
 
 
 def test_ctrl_c_during_a_build_prints_one_line_and_exits_130(tmp_path):
@@ -268,16 +268,16 @@ def test_ctrl_c_during_a_build_prints_one_line_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "build", "--out", str(run), "--epochs", "1000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not (run / "00_train.partial").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+    while not (run / "train.partial").is_dir() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert (run / "00_train.partial").is_dir(), "the build never started training"
+    assert (run / "train.partial").is_dir(), "the build never started training"
     time.sleep(1.0)  # inside the training loop
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     line = one_error_line(stderr)
     assert "interrupted during step 'train'" in line and "--from train" in line
-    assert not (run / "00_train.partial").exists() and (run / "config.json").is_file()
+    assert not (run / "train.partial").exists() and (run / "config.json").is_file()
 
 
 # -- missing tools (exit 5) --------------------------------------------------------------------

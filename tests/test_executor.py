@@ -65,13 +65,13 @@ def popcount_to_dot(model: ModelWrapper, node, values: np.ndarray) -> np.ndarray
 def brevitas_predictions(run: Path, images: np.ndarray) -> np.ndarray:
     from qat.train import load_checkpoint, predict
 
-    return predict(load_checkpoint(run / "00_train" / "checkpoint.pt").model(), images).argmax(1)
+    return predict(load_checkpoint(run / "train" / "checkpoint.pt").model(), images).argmax(1)
 
 
 def check_design(run: Path, images: np.ndarray, brevitas_ties: bool = False) -> dict:
     """The deploy package's executor against FINN (run_graph) and Brevitas on ``images``.
     ``brevitas_ties``: allow Brevitas another of the tied top classes where the integers tie."""
-    model = ModelWrapper(str(run / "08_fold" / "model.onnx"))
+    model = ModelWrapper(str(run / "fold" / "model.onnx"))
     ex = Executor.load(run / "deploy" / "executor")
     x = images.reshape(len(images), *ex.input_shape)
     out, trace = ex.run(x, return_layers=True)
@@ -119,7 +119,7 @@ def test_every_layer_matches_finn(design, digits):
     images = digits.test.images
     ex = Executor.load(design / "deploy" / "executor")
     x = images.reshape(len(images), *ex.input_shape)
-    model = ModelWrapper(str(design / "08_fold" / "model.onnx"))
+    model = ModelWrapper(str(design / "fold" / "model.onnx"))
     ctx = finn_context(model, x)
     _, trace = ex.run(x, return_layers=True)
     assert [t.name for t in trace] == [n.name for n in model.graph.node]
@@ -136,7 +136,7 @@ def test_package_test_vectors(design):
     assert meta["executor"] == "executor/"
     vectors = np.load(design / "deploy" / "test_vectors.npz")
     out, trace = ex.run(vectors["inputs"], return_layers=True)
-    model = ModelWrapper(str(design / "08_fold" / "model.onnx"))
+    model = ModelWrapper(str(design / "fold" / "model.onnx"))
     last = [i for i, t in enumerate(trace) if t.kind == "MVAU"][-1]
     assert np.array_equal(out[:, 0], vectors["expected"])
     assert np.array_equal(popcount_to_dot(model, model.graph.node[last], trace[last].output),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import qat.data
-from flows.build import STEP_NAMES, Build, run_build
+from flows.build import Build, run_build
 from flows.config import BuildConfig, TrainOptions
 from flows.errors import ConfigError
 from hw.folding_file import apply_folding_file
@@ -59,7 +59,7 @@ def fold_with(cfg: BuildConfig, folding: Path, run: Path, dataset) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(qat.data, "load_dataset", lambda *a, **k: dataset)
         run_build(resumed)
-    return json.loads((run / f"{STEP_NAMES.index('fold'):02d}_fold" / "report.json").read_text())
+    return json.loads((run / "fold" / "report.json").read_text())
 
 
 def test_finn_examples_tfc_file_applies(tfc, tmp_path):
@@ -70,9 +70,9 @@ def test_finn_examples_tfc_file_applies(tfc, tmp_path):
     # Thresholding_rtl has no ram_style: reported, not an AttributeError
     assert any(l.startswith("Thresholding_rtl_0: ram_style='distributed'") and "not applied" in l for l in lines)
     assert "MVAU_hls_0: PE=16, SIMD=49, ram_style=block from MVAU_hls_0" in text
-    folding = json.loads((tmp_path / "run" / "08_fold" / "folding.json").read_text())
+    folding = json.loads((tmp_path / "run" / "fold" / "folding.json").read_text())
     assert folding["MVAU_hls_3"]["PE"] == 10 and folding["MVAU_hls_0"]["ram_style"] == "block"
-    est = json.loads((tmp_path / "run" / "09_estimate" / "report.json").read_text())
+    est = json.loads((tmp_path / "run" / "estimate" / "report.json").read_text())
     # finn-examples' folding: 64 cycles per MVAU, so FINN's 1.56M 'ideal'; the 784-byte input DMA binds
     assert est["compute_cycles"] == 64 and est["io_in_cycles"] == 98
 
@@ -97,7 +97,7 @@ def test_bad_values_are_refused_before_the_first_step(tmp_path, entry, words):
     with pytest.raises(ConfigError) as err:
         run_build(BuildConfig(model="tfc-w1a1", out=tmp_path / "run", folding=path))
     assert all(w in str(err.value) for w in words), str(err.value)
-    assert not (tmp_path / "run" / "00_train").exists()  # nothing ran
+    assert not (tmp_path / "run" / "train").exists()  # nothing ran
 
 
 @pytest.mark.parametrize("entry, words", [
@@ -125,7 +125,7 @@ def test_a_resumed_fold_checks_the_file_before_the_step(tfc, tmp_path):
     with pytest.raises(ConfigError, match="illegal"):
         run_build(BuildConfig(model="tfc-w1a1", data="mnist", data_dir=run.parent, out=run, board="pynq-z1",
                               folding=path, from_step="fold"))
-    assert not (run / "08_fold.failed").exists() and not (run / "08_fold").exists()
+    assert not (run / "fold.failed").exists() and not (run / "fold").exists()
 
 
 @pytest.mark.slow
@@ -139,7 +139,7 @@ def test_finn_examples_cnv_file_applies(tmp_path_factory, tmp_path):
         assert f"from ConvolutionInputGenerator_hls_{k} (matched by kind and order)" in text
     # our pools' windows and the pools are not in the file: the default rule, tied
     assert sum("not named in the file; default rule" in l for l in lines) == 4
-    folding = json.loads((tmp_path / "run" / "08_fold" / "folding.json").read_text())
+    folding = json.loads((tmp_path / "run" / "fold" / "folding.json").read_text())
     mvaus = [folding[f"MVAU_hls_{k}"] for k in range(9)]
     assert [m["PE"] for m in mvaus] == [16, 32, 16, 16, 4, 1, 1, 1, 5]
     assert all(m["resType"] == "lut" for m in mvaus)

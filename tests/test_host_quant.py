@@ -146,7 +146,7 @@ def test_flow_builds_and_verifies_with_the_input_quantiser_on_the_host(in_bits, 
     run = tmp_path / "run"
     reports = run_build(BuildConfig(model_config=config, out=run, input_quant="host",
                                     train=TrainOptions(epochs=2)))
-    q = InputQuantiser.from_dict(json.loads((run / "05_hw_layers" / "input_quantiser.json").read_text()))
+    q = InputQuantiser.from_dict(json.loads((run / "hw_layers" / "input_quantiser.json").read_text()))
     images = load_dataset("digits").test.images
     on_threshold = np.isin(images, q.thresholds)
     assert on_threshold.any(), "no test pixel sits exactly on an input threshold: the case is not constructed"
