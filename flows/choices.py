@@ -81,7 +81,9 @@ def _datasets() -> OneOf:
 def _steps() -> OneOf:
     from flows.steps import DEFAULT_STEPS
 
-    return OneOf("step", tuple(DEFAULT_STEPS))
+    # a step of one's own (--add-step, BuildConfig.steps) is named too: the build checks it against its steps
+    return OneOf("step", tuple(DEFAULT_STEPS), also=lambda v: v.isidentifier() and v == v.lower(),
+                 also_text="a step added with --add-step")
 
 
 def _input_quant() -> OneOf:
