@@ -240,6 +240,8 @@ def write_results(out: Path, key: str, result: dict) -> None:
 
 
 def markdown(results: dict) -> str:
+    from host.results import markdown_table
+
     lines = ["# Numpy executor against FINN and PyTorch", "",
              "Written by `bench/bench_executor.py`. Medians of repeated runs after a warm-up; every run's "
              "outputs checked equal to the executor's. Shared, noisy machine: see the load average.", ""]
@@ -248,10 +250,10 @@ def markdown(results: dict) -> str:
         lines += [f"## {key}", "",
                   f"{r['images']} {r['data']} test images; {m['cpus']} CPUs ({m['processor']}), "
                   f"load average at start {m['load_average_at_start']}; Python {m['python']}, "
-                  f"numpy {m['numpy']}, torch {m['torch']}.", "",
-                  "| row | what | images | median ms | images/s |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {row['name']} | {row['what']} | {row['images']} | {1e3 * row['median_s']:.4g} | "
-                  f"{row['images_per_s']:,.0f} |" for row in r["rows"]]
+                  f"numpy {m['numpy']}, torch {m['torch']}.", ""]
+        lines += markdown_table(["row", "what", "images", "median ms", "images/s"], [
+            [row["name"], row["what"], row["images"], f"{1e3 * row['median_s']:.4g}", f"{row['images_per_s']:,.0f}"]
+            for row in r["rows"]], align="llrrr")
         lines += ["", "Ratios: " + ", ".join(f"{k} = {v}x" for k, v in r["ratios"].items()), "",
                   "Executor layers (median ms for the whole batch): "
                   + ", ".join(f"{layer['name']} {layer['median_ms']}" for layer in r["layers"]), ""]

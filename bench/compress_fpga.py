@@ -204,49 +204,53 @@ def _base_row(path: Path) -> dict:
 
 
 def markdown(part: str, r: dict) -> str:
+    from host.results import markdown_table
+
     lines = [f"# Compression benchmark: {part}", "", f"Target: {r['target']}. Machine: {platform.processor() or platform.machine()}, "
              "2 shared cores. Accuracy measured (PyTorch, MNIST test split, 10,000 images); cycles, images/s, "
              "fit estimated (FINN's models, pynq-z2, 100 MHz); verification simulated.", ""]
     if part == "distill":
-        lines += ["| seed | alone | distilled |", "|---|---|---|"]
+        rows = []
         for seed in sorted({x["seed"] for x in r["runs"]}):
             acc = {x["mode"]: x["accuracy"] for x in r["runs"] if x["seed"] == seed}
-            lines.append(f"| {seed} | {100 * acc['alone']:.2f}% | {100 * acc['distilled']:.2f}% |")
-        lines.append(f"| mean | {100 * r['mean']['alone']:.2f}% | {100 * r['mean']['distilled']:.2f}% |")
+            rows.append([seed, f"{100 * acc['alone']:.2f}%", f"{100 * acc['distilled']:.2f}%"])
+        rows.append(["mean", f"{100 * r['mean']['alone']:.2f}%", f"{100 * r['mean']['distilled']:.2f}%"])
+        lines += markdown_table(["seed", "alone", "distilled"], rows)
         lines += ["", f"Student {r['student']}, {r['epochs']} epochs from scratch; teacher {r['teacher']['model']} "
                   f"({100 * r['teacher']['accuracy']:.2f}%), T={r['temperature']}, alpha={r['alpha']}. "
                   f"Met: {r['met']}."]
         return "\n".join(lines) + "\n"
     if part == "time":
-        lines += ["| run | seconds (measured) | options |", "|---|---|---|"]
-        lines += [f"| {x['run']} | {x['seconds']} | `{' '.join(x['argv'])}` |" for x in r["runs"]]
+        lines += markdown_table(["run", "seconds (measured)", "options"],
+                                [[x["run"], x["seconds"], f"`{' '.join(x['argv'])}`"] for x in r["runs"]])
         return "\n".join(lines) + "\n"
     if "base" in r:
         lines.append(f"Base: {r['base']['model']} {100 * r['base']['accuracy']:.2f}% ({r['base']['checkpoint']}).")
         lines.append("")
-    lines += ["| run | widths/bits | accuracy | cycles/image | images/s | bound | fits | LUT | BRAM18 | verified | "
-              "input stream | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for x in r["runs"]:
-        u = x["utilisation"]
-        spec = x["spec"]
-        lines.append(f"| {x['run']} | widths {spec.get('widths', '-')}, w{spec['weight_bits']} a{spec['act_bits']} "
-                     f"in{spec['in_bits']} | {100 * x['accuracy']:.2f}% | {x['cycles_per_image']:,} | {x['fps']:,.0f} | "
-                     f"{x['binding']} | {'yes' if x['fits'] else 'no'} | {100 * u.get('LUT', 0):.1f}% | "
-                     f"{100 * u.get('BRAM_18K', 0):.1f}% | {(x['verified'] or {}).get('passed', '-')} | "
-                     f"{_input_cell(x)} | {x['seconds']} |")
+    lines += markdown_table(["run", "widths/bits", "accuracy", "cycles/image", "images/s", "bound", "fits", "LUT",
+                             "BRAM18", "verified", "input stream", "seconds"], [_run_row(x) for x in r["runs"]])
     lines += ["", f"Met: {r['met'] or 'none'}."]
     for x in r["runs"]:
         lines.append(f"- {x['run']}: {x['input']['ii_why']}" if x.get("input") else "")
     prep = [x for x in r["runs"] if (x.get("host_prepare") or {}).get("quantise_pack_s")]
     if prep:
-        lines += ["", f"Host side before the input DMA, {prep[0]['host_prepare']['kind']}:", "",
-                  "| run | quantise | quantise + pack | pack raw UINT8 (fpga quantiser) | images/s, one core |",
-                  "|---|---|---|---|---|"]
-        for x in prep:
-            h = x["host_prepare"]
-            lines.append(f"| {x['run']} | {1e9 * h['quantise_s']:.0f} ns | {1e9 * h['quantise_pack_s']:.0f} ns | "
-                         f"{1e9 * h['pack_raw_uint8_s']:.0f} ns | {h['images_per_second_one_core']:,.0f} |")
+        lines += ["", f"Host side before the input DMA, {prep[0]['host_prepare']['kind']}:", ""]
+        lines += markdown_table(
+            ["run", "quantise", "quantise + pack", "pack raw UINT8 (fpga quantiser)", "images/s, one core"],
+            [[x["run"], f"{1e9 * h['quantise_s']:.0f} ns", f"{1e9 * h['quantise_pack_s']:.0f} ns",
+              f"{1e9 * h['pack_raw_uint8_s']:.0f} ns", f"{h['images_per_second_one_core']:,.0f}"]
+             for x in prep for h in [x["host_prepare"]]])
     return "\n".join(lines) + "\n"
+
+
+def _run_row(x: dict) -> list:
+    """One compression run's cells in the results table."""
+    u, spec = x["utilisation"], x["spec"]
+    bits = f"w{spec['weight_bits']} a{spec['act_bits']} in{spec['in_bits']}"
+    return [x["run"], f"widths {spec.get('widths', '-')}, {bits}",
+            f"{100 * x['accuracy']:.2f}%", f"{x['cycles_per_image']:,}", f"{x['fps']:,.0f}", x["binding"],
+            "yes" if x["fits"] else "no", f"{100 * u.get('LUT', 0):.1f}%", f"{100 * u.get('BRAM_18K', 0):.1f}%",
+            (x["verified"] or {}).get("passed", "-"), _input_cell(x), x["seconds"]]
 
 
 def _input_cell(x: dict) -> str:

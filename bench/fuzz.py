@@ -344,6 +344,8 @@ def summarise(results: list[dict]) -> dict:
 
 
 def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict:
+    from host.results import markdown_table
+
     summary = summarise(results)
     meta = {"kind": "simulated", "command": args.command or " ".join(["python", "bench/fuzz.py", *sys.argv[1:]]),
             "commit": getattr(args, "commit", None) or _commit(),
@@ -356,18 +358,18 @@ def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict
              "over the runs, 1 thread each, on 2 shared cores; simulated: FINN's Python execution, the numpy "
              "executor and the Brevitas model on the bundled digits test split, 8x8, 450 images per network).",
              "", "Excused images are float noise only: a value within 1e-3 of a step of a rounding boundary and "
-             "never on it (BatchNorm networks); an exact .5 tie is never excused.",
-             "", "| networks | MLP | CNN | with BN | passed | failed | crashed | refused |",
-             "|---|---|---|---|---|---|---|---|",
-             "| {networks} | {mlp} | {cnn} | {with_batchnorm} | {passed} | {failed} | {crashed} | {refused} |"
-             .format(**summary), "",
-             "| images with a hidden value on an exact .5 tie (model) | networks with such images | tied values "
-             "(QONNX) | resolved as the hardware | resolved otherwise | images with an input tie | excused: float "
-             "noise (verify; Brevitas) | excused: exact ties | model differs | executor differs |",
-             "|---|---|---|---|---|---|---|---|---|---|",
-             "| {images_on_tie} | {networks_with_ties} | {tie_values} | {ties_resolved_as_hardware} | "
-             "{ties_resolved_otherwise} | {images_on_input_tie} | {excused_float}; {model_excused_float} | {excused_ties} | {model_differs} | "
-             "{executor_differs} |".format(**summary), ""]
+             "never on it (BatchNorm networks); an exact .5 tie is never excused.", ""]
+    lines += markdown_table(["networks", "MLP", "CNN", "with BN", "passed", "failed", "crashed", "refused"],
+                            [[summary[k] for k in ("networks", "mlp", "cnn", "with_batchnorm", "passed", "failed",
+                                                   "crashed", "refused")]]) + [""]
+    lines += markdown_table(
+        ["images with a hidden value on an exact .5 tie (model)", "networks with such images", "tied values (QONNX)",
+         "resolved as the hardware", "resolved otherwise", "images with an input tie",
+         "excused: float noise (verify; Brevitas)", "excused: exact ties", "model differs", "executor differs"],
+        [[summary["images_on_tie"], summary["networks_with_ties"], summary["tie_values"],
+          summary["ties_resolved_as_hardware"], summary["ties_resolved_otherwise"], summary["images_on_input_tie"],
+          f"{summary['excused_float']}; {summary['model_excused_float']}", summary["excused_ties"],
+          summary["model_differs"], summary["executor_differs"]]]) + [""]
     rerun = [r for r in results if r.get("replaces")]
     if rerun:
         lines += [f"Rerun after a fix (commit {rerun[0]['commit']}; the rest at {meta['commit']}): " + ", ".join(
@@ -375,9 +377,8 @@ def write_results(results: list[dict], args, stem: Path, seconds: float) -> dict
             f" -> {r['status']})" for r in rerun), ""]
     bad = [r for r in results if r["status"] != "passed"]
     if bad:
-        lines += ["| network | status | what |", "|---|---|---|"]
-        lines += [f"| {r['name']} | {r['status']} | {(r.get('error') or r.get('verify_summary', ''))[:200]} |"
-                  for r in bad]
+        lines += markdown_table(["network", "status", "what"], [
+            [r["name"], r["status"], (r.get("error") or r.get("verify_summary", ""))[:200]] for r in bad])
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return summary
 

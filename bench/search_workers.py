@@ -72,7 +72,7 @@ def run(args, workers: int) -> dict:
 
 
 def main(argv=None) -> None:
-    from host.results import environment, machine_label
+    from host.results import environment, machine_label, markdown_table
 
     args = parse_args(argv)
     one, two = run(args, 1), run(args, 2)
@@ -82,13 +82,14 @@ def main(argv=None) -> None:
               "speedup": one["wall_s"] / two["wall_s"]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "search_workers.json").write_text(json.dumps(result, indent=2, default=str))
-    rows = "\n".join(f"| {r['workers']} | {r['wall_s']:.0f} | {r['finished']} ({r['trials']} in study) | {r['feasible']} | "
-                     f"{r['best_cycles']} | {r['best_lut']} | {len(r['front'])} |" for r in (one, two))
+    table = markdown_table(
+        ["workers", "wall s", "finished trials", "meeting target and fitting", "best cycles", "best LUT", "front size"],
+        [[r["workers"], f"{r['wall_s']:.0f}", f"{r['finished']} ({r['trials']} in study)", r["feasible"],
+          r["best_cycles"], r["best_lut"], len(r["front"])] for r in (one, two)])
     (args.out / "search_workers.md").write_text(
         f"# flows search: 1 worker against 2 on one study ({args.model}, {args.data}, {args.trials} trials, "
         f"{args.epochs} epochs, random sampler)\n\nWall time {result['label']}; design figures estimated.\n\n"
-        "| workers | wall s | finished trials | meeting target and fitting | best cycles | best LUT | front size |\n"
-        f"|---|---|---|---|---|---|---|\n{rows}\n\n2 workers: **{result['speedup']:.2f}x** faster "
+        + "\n".join(table) + f"\n\n2 workers: **{result['speedup']:.2f}x** faster "
         f"(wall time ratio).\n\nCommand: `{result['command']}`\n")
     print((args.out / "search_workers.md").read_text())
 

@@ -77,13 +77,23 @@ def _cpu_mhz() -> float | None:
 # -- reporting -----------------------------------------------------------------------
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+_RULES = {"l": "---", "r": "---:", "c": ":---:"}
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> list[str]:
     """The lines of a Markdown table: the header row, the rule, one line per row (cells as str,
-    a "|" inside a cell written as "/" so that it cannot split the cell)."""
+    a "|" inside a cell written as "/" so that it cannot split the cell).
+
+    `align`: one letter per column, "l" (the default rule "---"), "r" ("---:") or "c" (":---:");
+    None: every column "---". ValueError when its length or a letter is wrong."""
+    align = align or "l" * len(headers)
+    if len(align) != len(headers) or set(align) - set(_RULES):
+        raise ValueError(f"align {align!r}: give one of l, r, c per column ({len(headers)} columns)")
+
     def line(cells) -> str:
         return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
 
-    return [line(headers), "|" + "---|" * len(headers)] + [line(row) for row in rows]
+    return [line(headers), "|" + "".join(_RULES[a] + "|" for a in align)] + [line(row) for row in rows]
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from flows.search.config import SearchConfig
+from host.results import markdown_table
 from flows.search.study import constraints, estimate_checkpoint, train_config
 
 MAX_FRONT = 6  # Pareto points retrained and reported
@@ -301,6 +302,15 @@ def _design(spec: dict) -> str:
             + (" distilled" if spec.get("distill") else ""))
 
 
+def _front_row(r: dict, kind: str) -> list:
+    """One design's cells in the Pareto table: a searched design (by its settings) or a uniform zoo model."""
+    e, a = r["estimate"], r["test_accuracy"]
+    return [r["name"] if kind == "uniform" else _design(r["spec"]), kind,
+            f"{100 * a['mean']:.2f} ({100 * a['min']:.2f}-{100 * a['max']:.2f})", f"{e['cycles_per_image']:.1f}",
+            f"{e['fps']:,.0f}", f"{e['latency_us']:.2f}", f"{e['total']['LUT']:,.0f}", f"{e['total']['BRAM_18K']:.0f}",
+            "yes" if e["fits"] else "no", e["binding"], f"{r['cpu']['batch1_p50_us']:.0f}"]
+
+
 def markdown(report: dict) -> str:
     cfg, lines = report["config"], []
     lines += [f"# flows search: {cfg['arch']} on {cfg['board']}, {cfg['data']}, target {100 * cfg['target_accuracy']:.1f}%",
@@ -315,16 +325,11 @@ def markdown(report: dict) -> str:
                   "(measured).", ""]
     elif space.get("teacher") and True in space.get("distill", []):
         lines += [f"Distillation teacher: {space['teacher']} (a file).", ""]
-    lines += ["## Pareto front (retrained) and uniform zoo models", "",
-              "| design | kind | test acc % (min-max) | cycles/image | images/s | latency us | LUT | BRAM18 | fits | "
-              "binding | CPU b1 p50 us |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for kind, rows in (("searched", report["front"]), ("uniform", report["uniform"])):
-        for r in rows:
-            e, a = r["estimate"], r["test_accuracy"]
-            lines.append(f"| {r['name'] if kind == 'uniform' else _design(r['spec'])} | {kind} | {100 * a['mean']:.2f} "
-                         f"({100 * a['min']:.2f}-{100 * a['max']:.2f}) | {e['cycles_per_image']:.1f} | {e['fps']:,.0f} | "
-                         f"{e['latency_us']:.2f} | {e['total']['LUT']:,.0f} | {e['total']['BRAM_18K']:.0f} | "
-                         f"{'yes' if e['fits'] else 'no'} | {e['binding']} | {r['cpu']['batch1_p50_us']:.0f} |")
+    lines += ["## Pareto front (retrained) and uniform zoo models", ""]
+    lines += markdown_table(["design", "kind", "test acc % (min-max)", "cycles/image", "images/s", "latency us", "LUT",
+                             "BRAM18", "fits", "binding", "CPU b1 p50 us"],
+                            [_front_row(r, kind) for kind, rows in (("searched", report["front"]),
+                                                                   ("uniform", report["uniform"])) for r in rows])
     g = report["gain"]
     lines += ["", "## Layer-aware against uniform", ""]
     if "latency_ratio" in g:
@@ -347,28 +352,25 @@ def markdown(report: dict) -> str:
             c = p["closest"]
             lines.append("No searched design reached that accuracy here"
                          + (f"; the closest: {_design(c['spec'])} at {100 * c['test_accuracy']:.2f}%." if c else "."))
-    lines += ["", "## Chosen design per accuracy target", "", "| target % | design | closest if none |", "|---|---|---|"]
-    for r in report["chosen"]:
-        c = r["closest"]
-        closest = f"{_design(c['spec'])} ({100 * c['test_accuracy']:.2f}%)" if c else ""
-        lines.append(f"| {100 * r['target']:.1f} | {_design(r['design']) if r['design'] else 'none reached it'} | "
-                     f"{closest} |")
+    lines += ["", "## Chosen design per accuracy target", ""]
+    lines += markdown_table(["target %", "design", "closest if none"], [
+        [f"{100 * r['target']:.1f}", _design(r["design"]) if r["design"] else "none reached it",
+         f"{_design(r['closest']['spec'])} ({100 * r['closest']['test_accuracy']:.2f}%)" if r["closest"] else ""]
+        for r in report["chosen"]])
     if report.get("sensitivity"):
-        lines += ["", "## Per-layer sensitivity (validation accuracy, one seed; estimated cycles)", "",
-                  "| where | change | acc drop (points) | cycles/image | change | LUT | binding |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in report["sensitivity"]:
-            lines.append(f"| {r['where']} | {r['change']} | {r['accuracy_drop_points']:.2f} | {r['cycles_per_image']:.1f} | "
-                         f"{r['cycles_change']:+.1f} | {r['LUT']:,.0f} | {r['binding']} |")
+        lines += ["", "## Per-layer sensitivity (validation accuracy, one seed; estimated cycles)", ""]
+        lines += markdown_table(["where", "change", "acc drop (points)", "cycles/image", "change", "LUT", "binding"], [
+            [r["where"], r["change"], f"{r['accuracy_drop_points']:.2f}", f"{r['cycles_per_image']:.1f}",
+             f"{r['cycles_change']:+.1f}", f"{r['LUT']:,.0f}", r["binding"]] for r in report["sensitivity"]])
     if report["front"]:
         r = report["front"][0]
-        lines += ["", f"## Per-layer latency of the fastest searched design ({_design(r['spec'])})", "",
-                  "| FPGA layer | cycles, FINN (estimated) | | CPU layer (PyTorch float) | us/image (measured) |", "|---|---|---|---|---|"]
+        lines += ["", f"## Per-layer latency of the fastest searched design ({_design(r['spec'])})", ""]
         fpga, cpu = r["estimate"]["layers"], r["cpu"]["layers"]
-        for i in range(max(len(fpga), len(cpu))):
-            f = f"{fpga[i]['name']} | {fpga[i]['cycles']}" if i < len(fpga) else " | "
-            c = f"{cpu[i]['name']} | {cpu[i]['us_per_image']:.2f}" if i < len(cpu) else " | "
-            lines.append(f"| {f} | | {c} |")
+        lines += markdown_table(
+            ["FPGA layer", "cycles, FINN (estimated)", "", "CPU layer (PyTorch float)", "us/image (measured)"],
+            [([fpga[i]["name"], fpga[i]["cycles"]] if i < len(fpga) else ["", ""]) + [""]
+             + ([cpu[i]["name"], f"{cpu[i]['us_per_image']:.2f}"] if i < len(cpu) else ["", ""])
+             for i in range(max(len(fpga), len(cpu)))])
     lines += ["", "Not trained (decided from the estimate alone): "
               f"{sum(1 for t in report['trial_rows'] if t['note'].startswith(('does not fit', 'dominated')))}; "
               f"stopped early: {sum(1 for t in report['trial_rows'] if t['note'].startswith('stopped'))}; "
