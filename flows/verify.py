@@ -10,6 +10,7 @@ every such image is listed in the report.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -90,14 +91,14 @@ class Recorder:
                                                               values=not self.float_stage))
 
     def explained(self, hardware_model, images: np.ndarray,
-                  hardware_decisions=None) -> tuple[dict[int, dict], dict | None]:
+                  hardware_decisions) -> tuple[dict[int, dict], dict | None]:
         """flows.boundary's verdict per differing image (none when too many to analyse), and for a
-        float stage how the hardware resolved the values that sat exactly on a tie."""
+        float stage how the hardware resolved the values that sat exactly on a tie;
+        ``hardware_decisions(model, images, values)`` gives the hardware's decisions."""
         if not self.images or self.too_many:
             return {}, self._ties(None, None) if self.float_stage and not self.too_many else None
         index = np.array(self.images)
-        hardware = (hardware_decisions or _graph_hardware_decisions)(hardware_model, images[index],
-                                                                     not self.float_stage)
+        hardware = hardware_decisions(hardware_model, images[index], not self.float_stage)
         stage = Decisions.stack(self.parts)
         differs = np.array(self.differs)
         verdicts = explain(stage.rows(np.nonzero(differs)[0]), hardware.rows(np.nonzero(differs)[0])) \
@@ -116,10 +117,6 @@ class Recorder:
             report["images_on_hidden_tie"] = int(on_tie.sum())
             report.update(tie_resolutions(stage, hardware))
         return report
-
-
-def _graph_hardware_decisions(hardware_model, images: np.ndarray, values: bool) -> Decisions:
-    return graph_decisions(hardware_model, to_graph_input(hardware_model, images), float_stage=False, values=values)
 
 
 def hardware_decisions(build, hardware_model, images: np.ndarray, values: bool) -> Decisions:
@@ -217,7 +214,7 @@ def verify_stages(build) -> tuple[dict, dict[str, StageOutput]]:
     stages = {}
     for name, out in outputs.items():
         explained, ties = (recorders[name].explained(
-            hardware_model, images, lambda m, x, values: hardware_decisions(build, m, x, values))
+            hardware_model, images, functools.partial(hardware_decisions, build))
             if recorders.get(name) else ({}, None))
         stages[name] = {**compare(ref, out, exact[name], labels, explained), "seconds": seconds[name]}
         if ties is not None:
