@@ -162,13 +162,10 @@ def sweep_one(cfg: SweepConfig, model: str, board: str) -> dict:
 def _trained_checkpoint(cfg: SweepConfig, model: str, board: str) -> Path | None:
     """The checkpoint this model was trained to for an earlier board of the sweep (training does not
     depend on the board), else None: the build trains it."""
-    from flows.build import Build
-    from flows.config import BuildConfig
+    from flows.pipeline import step_dir
 
     for other in cfg.boards[:cfg.boards.index(board)]:
-        run = Path(cfg.out) / RUNS / f"{model}_{other}_{cfg.data}"
-        ckpt = Build(BuildConfig(model=model, board=other, data=cfg.data, data_dir=cfg.data_dir,
-                                 out=run)).dir("train") / "checkpoint.pt"
+        ckpt = step_dir(Path(cfg.out) / RUNS / f"{model}_{other}_{cfg.data}", "train") / "checkpoint.pt"
         if ckpt.is_file():
             return ckpt
     return None
