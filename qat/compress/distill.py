@@ -134,27 +134,21 @@ def teacher_kind(path: str | Path) -> str:
 
 def load_teacher(path: str | Path, data: "DatasetInfo") -> torch.nn.Module:
     """The teacher in ``path`` as a module in eval mode, checked to take ``data``'s images and give
-    its classes (ConfigError naming option 'teacher' otherwise)."""
-    check_teacher(path, data)
-    return _open_teacher(path).eval()
+    its classes (ConfigError naming option 'teacher' otherwise); the file is read once."""
+    return _checked_teacher(path, data)
 
 
-def _open_teacher(path: str | Path) -> torch.nn.Module:
-    from qat.train import load_checkpoint
-
+def _open_plain_teacher(path: str | Path) -> torch.nn.Module:
+    """A TorchScript or ONNX teacher (qnn-flows checkpoints go through _check_checkpoint_teacher)."""
     kind = teacher_kind(path)
     try:
         if kind == "onnx":
             return OnnxTeacher(path)
-        if kind == "torchscript":
-            import warnings
+        import warnings
 
-            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; the format is what users have
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return torch.jit.load(str(path), map_location="cpu")
-        return load_checkpoint(path).model()
-    except ModelError as exc:
-        raise ConfigError(f"distill: option 'teacher': {exc}") from None
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; the format is what users have
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch.jit and onnxruntime raise many kinds for a damaged file
         raise ConfigError(f"distill: option 'teacher' {path} is not a readable {kind} file: "
                           f"{' '.join(str(exc).split())[:160]}") from None
@@ -184,11 +178,16 @@ class OnnxTeacher(torch.nn.Module):
 def check_teacher(path: str | Path, data: "DatasetInfo") -> None:
     """A teacher must exist and take the student's images (shape) and classes: a qnn-flows checkpoint by
     its recorded data, a plain model by running it on two blank images."""
+    _checked_teacher(path, data)
+
+
+def _checked_teacher(path: str | Path, data: "DatasetInfo") -> torch.nn.Module:
+    """The teacher in ``path`` in eval mode, after check_teacher's checks."""
     if not Path(path).is_file():
         raise ConfigError(f"distill: option 'teacher': {path} not found")
     if teacher_kind(path) == "checkpoint":
-        return _check_checkpoint_teacher(path, data)
-    teacher = _open_teacher(path).eval()
+        return _check_checkpoint_teacher(path, data).model().eval()
+    teacher = _open_plain_teacher(path).eval()
     shape = tuple(data.image_shape)
     declared = teacher.input_shape() if isinstance(teacher, OnnxTeacher) else None
     if declared is not None and (len(declared) != len(shape) or any(
@@ -204,9 +203,10 @@ def check_teacher(path: str | Path, data: "DatasetInfo") -> None:
     if tuple(out.shape) != (2, data.num_classes):
         raise ConfigError(f"distill: option 'teacher' {path} gives outputs of shape {tuple(out.shape)[1:]} per image, "
                           f"the student has {data.num_classes} classes ({data.name}); use a teacher for them")
+    return teacher
 
 
-def _check_checkpoint_teacher(path: str | Path, data: "DatasetInfo") -> None:
+def _check_checkpoint_teacher(path: str | Path, data: "DatasetInfo") -> "Checkpoint":
     from qat.train import load_checkpoint
 
     try:
@@ -219,3 +219,4 @@ def _check_checkpoint_teacher(path: str | Path, data: "DatasetInfo") -> None:
     if teacher.data.num_classes != data.num_classes:
         raise ConfigError(f"distill: option 'teacher' {path} has {teacher.data.num_classes} classes, the student "
                           f"{data.num_classes} ({data.name}); use a teacher trained on {data.name}")
+    return teacher
