@@ -299,6 +299,7 @@ def search_cmd(
     seeds: int = typer.Option(3, help="Seeds each Pareto point and uniform model is retrained with."),
     stop_margin: float = typer.Option(0.1, help="Stop a trial this far below the target at half its epochs."),
     dropout: float = typer.Option(0.2, help="Dropout of the MLPs in training (0 suits short schedules)."),
+    shift: int = typer.Option(0, help="Augmentation: training images moved by up to this many pixels."),
     seed: int = typer.Option(0, help="Seed of the sampler and of training."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user@host/db "
                                           "(default: SQLite in <out>/study.db)."),
@@ -311,7 +312,7 @@ def search_cmd(
     _run(lambda: _search(model, dict(board=board, data=data, data_dir=data_dir,
                                      verify_checksums=not no_verify_checksums, target_accuracy=target_accuracy,
                                      trials=trials, space=space, sampler=sampler, epochs=epochs, seeds=seeds,
-                                     stop_margin=stop_margin, dropout=dropout,
+                                     stop_margin=stop_margin, dropout=dropout, shift=shift,
                                      seed=seed, storage=storage, worker=worker, threads=threads, out=out)))
 
 

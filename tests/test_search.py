@@ -285,3 +285,19 @@ def test_contradictory_space_is_one_line_exit_2_before_any_trial(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "field 'rank' has 32 for layer 3 (64 -> 10), larger than the layer" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_equal_accuracy_compares_with_the_cheapest_uniform_model_that_is_as_accurate():
+    # w4a4 is as accurate as w8a8 and much faster: the searched design is judged against it, not w8a8
+    uniform = [_row("tfc-w2a2", 0.970, 50, 4000), _row("tfc-w4a4", 0.981, 300, 3000),
+               _row("tfc-w8a8", 0.982, 1200, 3500), _row("tfc-w8a8-big", 0.99, 10, 10, fits=False)]
+    front = [_row("a", 0.980, 100, 3000), _row("b", 0.9855, 600, 1000), _row("c", 0.975, 20, 500, fits=False)]
+    rows = rep.iso_accuracy(front, uniform)
+    assert len(rows) == 2  # c does not fit
+    a, b = rows
+    assert a["uniform_peers"] == ["tfc-w4a4", "tfc-w8a8"]  # w2a2 is 1 point below a; the big one does not fit
+    assert a["fastest_uniform"] == "tfc-w4a4" and a["latency_ratio"] == 3.0
+    assert a["small_uniform"] == "tfc-w4a4" and a["lut_ratio"] == 1.0
+    assert b["uniform_peers"] == [] and b["above_uniform"] == "tfc-w8a8" and round(b["above_points"], 2) == 0.35
+    assert "latency_ratio" not in b
+    assert rep.gain_over_uniform(front, uniform)["iso_accuracy"] == rows

@@ -31,6 +31,7 @@ class SearchConfig:
     batch_size: int = 128
     lr: float = 0.05
     dropout: float = 0.2  # the MLPs' dropout in training (Brevitas' 0.2; 0 suits short schedules)
+    shift: int = 0  # augmentation: training images moved by up to this many pixels (qat TrainConfig.shift)
     seed: int = 0
     seeds: int = 3  # seeds each Pareto point and baseline is retrained with before it is reported
     val_fraction: float = 0.1
@@ -46,6 +47,8 @@ class SearchConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
         if not 0 < self.target_accuracy <= 1:
             raise ConfigError(f"--target-accuracy must be in (0, 1], got {self.target_accuracy} (0.98 means 98%)")
+        if not isinstance(self.shift, int) or self.shift < 0:
+            raise ConfigError(f"--shift must be 0 or more pixels, got {self.shift!r}")
         for name in ("trials", "epochs", "batch_size", "seeds", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -60,10 +63,16 @@ class SearchConfig:
         return self.storage or f"sqlite:///{(Path(self.out) / 'study.db').resolve()}"
 
     def identity(self) -> dict:
-        """What a study is a search of; a study is only continued by a search of the same."""
+        """What a study is a search of; a study is only continued by a search of the same. ``shift``
+        only when used, so studies made before it existed keep their identity."""
         return {"arch": self.arch, "board": self.board, "data": self.data, "epochs": self.epochs,
-                "dropout": self.dropout,
+                "dropout": self.dropout, **({"shift": self.shift} if self.shift else {}),
                 "target_accuracy": self.target_accuracy, "val_fraction": self.val_fraction}
+
+    def training_key(self) -> dict:
+        """What a trained result depends on besides the design and the seed (the report's cache keys)."""
+        return {"epochs": self.epochs, "data": self.data, "lr": self.lr, "dropout": self.dropout,
+                "shift": self.shift, "batch_size": self.batch_size}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, indent=2)

@@ -111,7 +111,8 @@ class DesignInputs:
     def teacher_key(self) -> dict | None:
         """What the teacher is, for cache keys of distilled designs."""
         t = self.space.teacher
-        return None if t is None else {**t.to_dict(), "epochs": self.teacher_epochs, "seed": self.cfg.seed}
+        return None if t is None else {**t.to_dict(), "epochs": self.teacher_epochs, "seed": self.cfg.seed,
+                                       **({"shift": self.cfg.shift} if self.cfg.shift else {})}
 
     @property
     def teacher_epochs(self) -> int:
@@ -128,7 +129,8 @@ class DesignInputs:
         t = self.space.teacher
         if t is None or t.model is None:
             return None
-        return Path(self.cfg.out) / "teacher" / f"{t.model}-e{self.teacher_epochs}-s{self.cfg.seed}.pt"
+        shift = f"-shift{self.cfg.shift}" if self.cfg.shift else ""
+        return Path(self.cfg.out) / "teacher" / f"{t.model}-e{self.teacher_epochs}-s{self.cfg.seed}{shift}.pt"
 
     def _load_teacher(self) -> torch.nn.Module:
         from filelock import FileLock
@@ -145,7 +147,7 @@ class DesignInputs:
         with FileLock(str(path) + ".lock"):
             if not path.is_file():
                 cfg = TrainConfig(epochs=self.teacher_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                                  seed=self.cfg.seed, dropout=self.cfg.dropout)
+                                  seed=self.cfg.seed, dropout=self.cfg.dropout, shift=self.cfg.shift)
                 train(parse_model_name(t.model), self.ds, cfg, progress=False).save(path)
         return load_checkpoint(path).model().eval()
 

@@ -66,6 +66,13 @@ def design_key(design, inputs) -> dict:
     return {**d, "teacher": inputs.teacher_key()} if design.distill else d
 
 
+def estimate_key(design) -> dict:
+    """What an estimate depends on besides the design's shape: where its input quantiser runs."""
+    from flows.config import input_quant_for
+
+    return {"input_quant": input_quant_for(design.spec.in_bits)}
+
+
 def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inputs) -> dict:
     """Retrain ``design`` (flows.search.space.Design) with cfg.seeds seeds on the whole training split
     (its kept pixels and teacher from ``inputs``): test accuracy (measured), the trained design's
@@ -75,8 +82,7 @@ def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inp
     spec, ds = design.spec, inputs.dataset(design, ds)
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        key = {"spec": design_key(design, inputs), "seed": seed, "epochs": cfg.epochs, "data": cfg.data,
-               "lr": cfg.lr, "dropout": cfg.dropout}
+        key = {"spec": design_key(design, inputs), "seed": seed, **cfg.training_key()}
 
         def make(seed=seed):
             ckpt = train(spec, ds, train_config(cfg, seed), progress=False, hooks=inputs.hooks(design))
@@ -88,10 +94,9 @@ def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inp
     accs = [r["test_accuracy"] for r in runs]
     first = runs[0]["checkpoint"]
     est = cache.get_or_make({"estimate": design_key(design, inputs), "board": cfg.board, "seed": cfg.seed,
-                             "epochs": cfg.epochs, "data": cfg.data, "dropout": cfg.dropout},
+                             **cfg.training_key(), **estimate_key(design)},
                             lambda: estimate_checkpoint(_load(first), work / "trained", cfg))
-    cpu = cache.get_or_make({"cpu": design_key(design, inputs), "data": cfg.data, "epochs": cfg.epochs,
-                             "dropout": cfg.dropout},
+    cpu = cache.get_or_make({"cpu": design_key(design, inputs), **cfg.training_key()},
                             lambda: cpu_latency(_load(first), ds))
     return {"spec": design.to_dict(), "name": spec.name, "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
             "test_accuracy": {"mean": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
@@ -200,9 +205,10 @@ def sensitivity(space, inputs, cfg: SearchConfig, cache: Cache) -> list[dict]:
     rows = []
     for where, change, choices in sensitivity_variants(space):
         design = inputs.design(choices)
-        acc = cache.get_or_make({"sens": design_key(design, inputs), "seed": cfg.seed, "epochs": cfg.epochs,
-                                 "data": cfg.data, "dropout": cfg.dropout}, lambda d=design: accuracy(d))
-        est = cache.get_or_make({"sens-est": design.shape_dict(), "board": cfg.board, "data": cfg.data},
+        acc = cache.get_or_make({"sens": design_key(design, inputs), "seed": cfg.seed, **cfg.training_key()},
+                                lambda d=design: accuracy(d))
+        est = cache.get_or_make({"sens-est": design.shape_dict(), "board": cfg.board, "data": cfg.data,
+                                 **estimate_key(design)},
                                 lambda d=design: estimate(d))
         rows.append({"where": where, "change": change, "design": design.to_dict(), "val_accuracy": acc,
                      "cycles_per_image": est["cycles_per_image"], "LUT": est["total"]["LUT"],
@@ -236,7 +242,34 @@ def gain_over_uniform(front: list[dict], uniform: list[dict]) -> dict:
         out.update(latency_ratio=best["estimate"]["cycles_per_image"] / fast["estimate"]["cycles_per_image"],
                    lut_ratio=best["estimate"]["total"]["LUT"] / small["estimate"]["total"]["LUT"],
                    fastest=fast["spec"], smallest=small["spec"])
+    out["iso_accuracy"] = iso_accuracy(front, uniform)
     return out
+
+
+def iso_accuracy(front: list[dict], uniform: list[dict]) -> list[dict]:
+    """Each fitting searched design against the uniform models that are as accurate (no more than
+    MATCH_POINTS below it) and fit: the cheapest of them in estimated latency and in LUTs, and the
+    ratios (> 1: the searched design is cheaper). This is the comparison at equal accuracy, so a
+    cheaper uniform model of the same accuracy is not hidden behind the most accurate one. A design
+    with no such uniform model is more accurate than every fitting one."""
+    fitting = [u for u in uniform if u["estimate"]["fits"]]
+    rows = []
+    for r in (r for r in front if r["estimate"]["fits"]):
+        acc = r["test_accuracy"]["mean"]
+        peers = [u for u in fitting if u["test_accuracy"]["mean"] >= acc - MATCH_POINTS / 100]
+        row = {"spec": r["spec"], "test_accuracy": acc, "cycles_per_image": r["estimate"]["cycles_per_image"],
+               "LUT": r["estimate"]["total"]["LUT"], "uniform_peers": [u["name"] for u in peers]}
+        if peers:
+            fast = min(peers, key=lambda u: u["estimate"]["cycles_per_image"])
+            small = min(peers, key=lambda u: u["estimate"]["total"]["LUT"])
+            row.update(fastest_uniform=fast["name"], small_uniform=small["name"],
+                       latency_ratio=fast["estimate"]["cycles_per_image"] / row["cycles_per_image"],
+                       lut_ratio=small["estimate"]["total"]["LUT"] / row["LUT"])
+        elif fitting:
+            best = max(fitting, key=lambda u: u["test_accuracy"]["mean"])
+            row.update(above_uniform=best["name"], above_points=100 * (acc - best["test_accuracy"]["mean"]))
+        rows.append(row)
+    return rows
 
 
 # BNN-PYNQ's LFC-W1A1 on a PYNQ-Z1 (Xilinx/BNN-PYNQ, measured): the published point a search compares with
@@ -340,6 +373,16 @@ def markdown(report: dict) -> str:
     else:
         lines.append(f"No searched design reached the best uniform model {g['best_uniform']} "
                      f"({100 * g['best_uniform_accuracy']:.2f}%) within {MATCH_POINTS} points.")
+    iso = g.get("iso_accuracy")
+    if iso:
+        lines += ["", f"At equal accuracy, each searched design against the cheapest fitting uniform model that is "
+                  f"at most {MATCH_POINTS} points less accurate (ratio > 1: the searched design is cheaper):", ""]
+        lines += markdown_table(
+            ["design", "test acc %", "cycles", "LUT", "uniform peers", "latency ratio (vs)", "LUT ratio (vs)"],
+            [[_design(r["spec"]), f"{100 * r['test_accuracy']:.2f}", f"{r['cycles_per_image']:.0f}", f"{r['LUT']:,.0f}",
+              _peers_cell(r),
+              f"{r['latency_ratio']:.2f}x ({r['fastest_uniform']})" if "latency_ratio" in r else "-",
+              f"{r['lut_ratio']:.2f}x ({r['small_uniform']})" if "lut_ratio" in r else "-"] for r in iso])
     p = report.get("published")
     if p:
         ref = p["reference"]
@@ -376,6 +419,14 @@ def markdown(report: dict) -> str:
               f"stopped early: {sum(1 for t in report['trial_rows'] if t['note'].startswith('stopped'))}; "
               f"failed: {sum(1 for t in report['trial_rows'] if t['state'] == 'FAIL')}.", ""]
     return "\n".join(lines)
+
+
+def _peers_cell(row: dict) -> str:
+    if row["uniform_peers"]:
+        return ", ".join(row["uniform_peers"])
+    if "above_uniform" in row:
+        return f"none: {row['above_points']:+.2f} points over {row['above_uniform']}"
+    return "none fits"
 
 
 def save_plots(report: dict, out: Path) -> list[str]:

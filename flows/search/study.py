@@ -218,7 +218,8 @@ class _Stop(Exception):
 def train_config(cfg: SearchConfig, seed: int):
     from qat.train import TrainConfig
 
-    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, dropout=cfg.dropout)
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, dropout=cfg.dropout,
+                       shift=cfg.shift)
 
 
 def untrained(spec, ds, cfg: SearchConfig):
