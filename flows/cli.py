@@ -305,6 +305,7 @@ def search_cmd(
                                           "(default: SQLite in <out>/study.db)."),
     worker: bool = typer.Option(False, "--worker", help="Only run trials of the shared study; no report."),
     threads: int = typer.Option(1, help="PyTorch threads per worker."),
+    jobs: int = typer.Option(1, help="Processes retraining the report's designs at once (after the trials)."),
     out: Path = typer.Option(Path("build/search"), help="Run folder (study, trials, report)."),
 ):
     """Search per-layer bit widths, pruning and low rank, input pixels and distillation for the cheapest design at
@@ -313,7 +314,8 @@ def search_cmd(
                                      verify_checksums=not no_verify_checksums, target_accuracy=target_accuracy,
                                      trials=trials, space=space, sampler=sampler, epochs=epochs, seeds=seeds,
                                      stop_margin=stop_margin, dropout=dropout, shift=shift,
-                                     seed=seed, storage=storage, worker=worker, threads=threads, out=out)))
+                                     seed=seed, storage=storage, worker=worker, threads=threads, jobs=jobs,
+                                     out=out)))
 
 
 def _search(model: str, options: dict) -> None:

@@ -301,3 +301,34 @@ def test_equal_accuracy_compares_with_the_cheapest_uniform_model_that_is_as_accu
     assert b["uniform_peers"] == [] and b["above_uniform"] == "tfc-w8a8" and round(b["above_points"], 2) == 0.35
     assert "latency_ratio" not in b
     assert rep.gain_over_uniform(front, uniform)["iso_accuracy"] == rows
+
+
+def test_report_trainings_run_ahead_in_processes_and_the_report_reads_them(tmp_path, monkeypatch):
+    import qat.train
+    from flows.search import parallel
+    from qat.models import parse_model_name
+
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({**TINY, "pixels": [0.5, 1.0]}))
+    cfg = SearchConfig(arch="tfc", out=tmp_path / "s", epochs=1, seeds=2, seed=1, jobs=2, space=space_file)
+    space = load_space(space_file)
+    ds = load_dataset("digits")
+    inputs = DesignInputs(space, st.validation_split(ds, cfg.val_fraction, cfg.seed), cfg)
+    sens = [inputs.design(c) for _, _, c in rep.sensitivity_variants(space)]
+    pruned = next(d for d in sens if d.kept is not None)
+    retrained = [(pruned, tmp_path / "s" / "front" / "0007"), (Design(parse_model_name("tfc-w2a2")), tmp_path / "u")]
+    tasks = parallel.report_tasks(cfg, retrained, sens)
+    assert len(sens) == 5 and len(tasks) == 2 * 2 + 5  # reference, 3 hidden layers pruned, pixels
+    parallel.train_ahead(cfg, tasks)
+    assert len(list((tmp_path / "s" / "cache").glob("*.json"))) == len(tasks)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the report trained a design the pool had trained")
+    monkeypatch.setattr(qat.train, "train", no_training)
+    cache = rep.Cache(tmp_path / "s" / "cache")
+    for design, work in retrained:
+        for seed in (1, 2):
+            run = rep.trained_run(design, seed, ds, cfg, cache, work, inputs)
+            assert 0 <= run["test_accuracy"] <= 1 and run["checkpoint"] == str(work / f"seed{seed}.pt")
+            assert (work / f"seed{seed}.pt").is_file()
+    assert all(0 <= rep.sensitivity_accuracy(d, cfg, cache, inputs) <= 1 for d in sens)

@@ -73,9 +73,12 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
         progress("retraining the Pareto front and the uniform zoo models with "
                  f"{cfg.seeds} seeds each; per-layer sensitivity")
     trials = study.get_trials(deepcopy=False)
-    front = [rep.evaluate_design(_design(t), ds, cfg, cache, out / "front" / f"{t.number:04d}", inputs)
-             for t in rep.pareto_front(trials)[:rep.MAX_FRONT]]
-    uniform = rep.uniform_baselines(cfg.arch, ds, cfg, cache, inputs)
+    front_work = [(_design(t), out / "front" / f"{t.number:04d}") for t in rep.pareto_front(trials)[:rep.MAX_FRONT]]
+    uniform_work = [(d, out / "baselines" / name) for d, name in rep.uniform_designs(cfg.arch)]
+    if cfg.jobs > 1:
+        _train_ahead(cfg, space, inputs, front_work + uniform_work, progress)
+    front = [rep.evaluate_design(d, ds, cfg, cache, work, inputs) for d, work in front_work]
+    uniform = [rep.evaluate_design(d, ds, cfg, cache, work, inputs) for d, work in uniform_work]
     report = {"config": json.loads(cfg.to_json()), "space": space.to_dict(), "wall_s": _wall(out, wall),
               "trials": {"finished": st.finished_count(study), "total": len(trials)},
               "front": front, "uniform": uniform, "gain": rep.gain_over_uniform(front, uniform),
@@ -90,6 +93,17 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(rep.markdown(report))
     return report
+
+
+def _train_ahead(cfg: SearchConfig, space: SearchSpace, inputs, retrained: list[tuple], progress) -> None:
+    """The report's trainings in cfg.jobs processes (flows.search.parallel); the teacher first, once."""
+    from flows.search import parallel
+    from flows.search import report as rep
+
+    if True in space.distill and space.teacher is not None:
+        inputs.teacher()
+    sensitivity = [inputs.design(choices) for _, _, choices in rep.sensitivity_variants(space)]
+    parallel.train_ahead(cfg, parallel.report_tasks(cfg, retrained, sensitivity), progress)
 
 
 def _design(trial):

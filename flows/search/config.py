@@ -37,7 +37,8 @@ class SearchConfig:
     val_fraction: float = 0.1
     stop_margin: float = 0.1  # a trial this far below target at half its epochs stops early (one-cycle
     # schedules peak there, so half-way accuracy sits well below the final one)
-    threads: int = 1  # torch threads per worker
+    threads: int = 1  # torch threads per worker (and per report job)
+    jobs: int = 1  # processes that run the report's retrainings at once (flows.search.parallel)
     worker: bool = False  # only run trials (no baselines, no report)
 
     def __post_init__(self):
@@ -49,7 +50,7 @@ class SearchConfig:
             raise ConfigError(f"--target-accuracy must be in (0, 1], got {self.target_accuracy} (0.98 means 98%)")
         if not isinstance(self.shift, int) or self.shift < 0:
             raise ConfigError(f"--shift must be 0 or more pixels, got {self.shift!r}")
-        for name in ("trials", "epochs", "batch_size", "seeds", "threads"):
+        for name in ("trials", "epochs", "batch_size", "seeds", "threads", "jobs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 < self.val_fraction < 0.5 or self.stop_margin < 0:

@@ -73,24 +73,29 @@ def estimate_key(design) -> dict:
     return {"input_quant": input_quant_for(design.spec.in_bits)}
 
 
+def trained_run(design, seed: int, ds, cfg: SearchConfig, cache: Cache, work: Path, inputs) -> dict:
+    """One seed of ``design`` trained on ``ds`` (the whole training split; the design's kept pixels and
+    teacher from ``inputs``), cached: its test accuracy (measured) and checkpoint path."""
+    key = {"spec": design_key(design, inputs), "seed": seed, **cfg.training_key()}
+
+    def make():
+        from qat.train import train
+
+        ckpt = train(design.spec, inputs.dataset(design, ds), train_config(cfg, seed), progress=False,
+                     hooks=inputs.hooks(design))
+        work.mkdir(parents=True, exist_ok=True)
+        path = work / f"seed{seed}.pt"
+        ckpt.save(path, overwrite=True)
+        return {"test_accuracy": ckpt.metrics["test_accuracy"], "checkpoint": str(path)}
+    return cache.get_or_make(key, make)
+
+
 def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inputs) -> dict:
     """Retrain ``design`` (flows.search.space.Design) with cfg.seeds seeds on the whole training split
-    (its kept pixels and teacher from ``inputs``): test accuracy (measured), the trained design's
-    estimate, CPU batch-1 latency and per-layer times (measured)."""
-    from qat.train import train
-
+    (trained_run): test accuracy (measured), the trained design's estimate, CPU batch-1 latency and
+    per-layer times (measured)."""
+    runs = [trained_run(design, seed, ds, cfg, cache, work, inputs) for seed in seeds_of(cfg)]
     spec, ds = design.spec, inputs.dataset(design, ds)
-    runs = []
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        key = {"spec": design_key(design, inputs), "seed": seed, **cfg.training_key()}
-
-        def make(seed=seed):
-            ckpt = train(spec, ds, train_config(cfg, seed), progress=False, hooks=inputs.hooks(design))
-            work.mkdir(parents=True, exist_ok=True)
-            path = work / f"seed{seed}.pt"
-            ckpt.save(path, overwrite=True)
-            return {"test_accuracy": ckpt.metrics["test_accuracy"], "checkpoint": str(path)}
-        runs.append(cache.get_or_make(key, make))
     accs = [r["test_accuracy"] for r in runs]
     first = runs[0]["checkpoint"]
     est = cache.get_or_make({"estimate": design_key(design, inputs), "board": cfg.board, "seed": cfg.seed,
@@ -98,10 +103,14 @@ def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inp
                             lambda: estimate_checkpoint(_load(first), work / "trained", cfg))
     cpu = cache.get_or_make({"cpu": design_key(design, inputs), **cfg.training_key()},
                             lambda: cpu_latency(_load(first), ds))
-    return {"spec": design.to_dict(), "name": spec.name, "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
+    return {"spec": design.to_dict(), "name": spec.name, "seeds": seeds_of(cfg),
             "test_accuracy": {"mean": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
                               "each": accs, "kind": "measured"},
             "estimate": est, "cpu": cpu}
+
+
+def seeds_of(cfg: SearchConfig) -> list[int]:
+    return list(range(cfg.seed, cfg.seed + cfg.seeds))
 
 
 def _load(path: str):
@@ -145,12 +154,12 @@ def cpu_latency(ckpt, ds, repeats: int = 200, layer_batch: int = 256) -> dict:
             "layers": [{"name": n, "us_per_image": s * 1e6} for n, s in layers]}
 
 
-def uniform_baselines(arch: str, ds, cfg: SearchConfig, cache: Cache, inputs) -> list[dict]:
+def uniform_designs(arch: str) -> list[tuple]:
+    """(design, work folder name) of the uniform zoo models the report compares with."""
     from flows.search.space import Design
     from qat.models import parse_model_name
 
-    return [evaluate_design(Design(parse_model_name(f"{arch}-{p}")), ds, cfg, cache, Path(cfg.out) / "baselines" / p,
-                            inputs) for p in UNIFORM]
+    return [(Design(parse_model_name(f"{arch}-{p}")), p) for p in UNIFORM]
 
 
 def sensitivity_variants(space) -> list[tuple[str, str, dict]]:
@@ -188,15 +197,19 @@ def sensitivity_variants(space) -> list[tuple[str, str, dict]]:
     return rows
 
 
+def sensitivity_accuracy(design, cfg: SearchConfig, cache: Cache, inputs) -> float:
+    """Validation accuracy of ``design`` trained once (cfg.seed) on the search's training split, cached."""
+    def make() -> float:
+        from qat.train import train
+
+        return train(design.spec, inputs.dataset(design, inputs.ds), train_config(cfg, cfg.seed), progress=False,
+                     hooks=inputs.hooks(design)).metrics["test_accuracy"]
+    return cache.get_or_make({"sens": design_key(design, inputs), "seed": cfg.seed, **cfg.training_key()}, make)
+
+
 def sensitivity(space, inputs, cfg: SearchConfig, cache: Cache) -> list[dict]:
     """Accuracy (validation, one seed) and estimated cycles of each sensitivity_variants row."""
     from flows.search.study import untrained
-    from qat.train import train
-
-    def accuracy(design) -> float:
-        hooks = inputs.hooks(design)
-        return train(design.spec, inputs.dataset(design, inputs.ds), train_config(cfg, cfg.seed), progress=False,
-                     hooks=hooks).metrics["test_accuracy"]
 
     def estimate(design) -> dict:
         return estimate_checkpoint(untrained(design.spec, inputs.dataset(design, inputs.ds), cfg),
@@ -205,8 +218,7 @@ def sensitivity(space, inputs, cfg: SearchConfig, cache: Cache) -> list[dict]:
     rows = []
     for where, change, choices in sensitivity_variants(space):
         design = inputs.design(choices)
-        acc = cache.get_or_make({"sens": design_key(design, inputs), "seed": cfg.seed, **cfg.training_key()},
-                                lambda d=design: accuracy(d))
+        acc = sensitivity_accuracy(design, cfg, cache, inputs)
         est = cache.get_or_make({"sens-est": design.shape_dict(), "board": cfg.board, "data": cfg.data,
                                  **estimate_key(design)},
                                 lambda d=design: estimate(d))
