@@ -262,7 +262,8 @@ def flows_cli(*args):
     ({"target_accuracy": 98}, "--target-accuracy must be in (0, 1]"),
     ({"target_accuracy": float("inf")}, "--target-accuracy must be a finite number"),
     ({"sampler": "smac"}, "unknown --sampler 'smac'"), ({"trials": 0}, "--trials must be at least 1"),
-    ({"data": "mnist"}, "--data mnist needs --data-dir")])
+    ({"data": "mnist"}, "--data mnist needs --data-dir"), ({"shift": -1}, "--shift must be 0 or more"),
+    ({"jobs": 0}, "--jobs must be at least 1")])
 def test_bad_search_config_names_the_option(options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("]", r"\]")):
         SearchConfig(**options)
@@ -332,3 +333,10 @@ def test_report_trainings_run_ahead_in_processes_and_the_report_reads_them(tmp_p
             assert 0 <= run["test_accuracy"] <= 1 and run["checkpoint"] == str(work / f"seed{seed}.pt")
             assert (work / f"seed{seed}.pt").is_file()
     assert all(0 <= rep.sensitivity_accuracy(d, cfg, cache, inputs) <= 1 for d in sens)
+
+
+def test_augmentation_is_part_of_what_a_study_searches_and_of_every_cached_training():
+    plain, shifted = SearchConfig(arch="tfc"), SearchConfig(arch="tfc", shift=1)
+    assert "shift" not in plain.identity()  # a study made before --shift existed keeps its identity
+    assert shifted.identity() == {**plain.identity(), "shift": 1}
+    assert plain.training_key() != shifted.training_key() and st.train_config(shifted, 0).shift == 1
