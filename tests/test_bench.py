@@ -1,20 +1,24 @@
 """``flows bench``: targets built from one model, checked before timed, and its outputs."""
+import itertools
 import json
 import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from flows import bench
+from flows import baselines, bench
 from flows.baselines import TARGETS, export_onnx, float_model, to_model_layout
 from flows.errors import ConfigError
+from host import executor, timing
 from host.deploy import load_package
 from host.timing import BenchConfig, Target, run_benchmark
 from qat.models import build_model, parse_model_name
+from qat.train import load_checkpoint
 from tests.deploy_fixture import small_build
 
 FAST = dict(batches=(1, 8), repeats=2)
@@ -88,26 +92,90 @@ def test_per_layer_times_where_the_target_gives_them(report):
     assert "QuantLinear" in " ".join(layer["name"] for layer in results["cpu-brevitas"]["layers"])
 
 
-def test_layer_times_add_up_to_the_whole_run(run_dir):
-    """Per-layer times are measured as whole runs are (warm-up, repeats; median and minimum), so a
-    sequential target's layers add up to its whole run: the gap is only what runs between layers
-    (input conversion, argmax). Tolerance: the layer minima's sum within 0.5-1.5x the whole run's
-    minimum (timing noise only ever adds time, so minima are the undisturbed cost), and the medians
-    within 3x of each other (a 2-core machine shared by many jobs preempts runs for a 4 ms tick;
-    small batches keep each run well under it). The one-cold-run figures this replaced were 100x off."""
-    package = load_package(run_dir / "deploy")
-    from flows.baselines import make_targets
+COLD, TIMED = (40, 20), (1, 4, 3, 5, 2)  # fake cost of each run of a profile series: slow warm-ups, then timed
+MEDIAN, MINIMUM = 3, 1  # of TIMED
+PROFILE = BenchConfig(batches=(1,), repeats=len(TIMED), warmup=len(COLD), layer_batch=64)
+TICK = 2.0 ** -20  # the fake clock's unit, about a microsecond: a power of two keeps every sum and division exact
 
-    targets = make_targets(["numpy-executor", "cpu-torch-float"], package,
-                           run_dir / "train" / "checkpoint.pt", "measured here")
-    cfg = BenchConfig(batches=(1,), repeats=25, warmup=3, layer_batch=64)
-    for r in run_benchmark(targets, package, cfg):
-        assert r["status"] == "ok" and r["layers_combine"] == "sum" and r["layers_runs"] >= 10, r
-        ratio_min = r["layers_sum_min_seconds_per_image"] / r["whole_run_min_seconds_per_image"]
-        ratio_median = r["layers_sum_seconds_per_image"] / r["whole_run_seconds_per_image"]
-        assert 0.5 <= ratio_min <= 1.5 and 1 / 3 <= ratio_median <= 3, (r["name"], ratio_min, ratio_median)
-        assert [l["stage"] for l in r["layers"]] == sorted(l["stage"] for l in r["layers"])
-        assert max(l["stage"] for l in r["layers"]) == 4  # TFC: four matrix layers
+
+class FakeClock:
+    """``time.perf_counter`` standing still except while a `charging` layer runs.
+
+    A layer of weight w advances it by w ticks a call, and by ``w * (COLD + TIMED)[k]`` ticks on its
+    k-th call at the profile's batch size (no other measurement uses it), round and round: `layer_profile` times two series
+    (the per-layer runs, then the whole runs) of ``warmup + repeats`` calls each."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def charging(self, weight: int, fn: Callable) -> Callable:
+        """``fn(x, ...)``, advancing the clock by its cost at the batch size ``len(x)``."""
+        costs, profile_calls = COLD + TIMED, itertools.count()
+
+        def call(x, *args, **kwargs):
+            cost = costs[next(profile_calls) % len(costs)] if len(x) == PROFILE.layer_batch else 1
+            self.now += weight * cost * TICK
+            return fn(x, *args, **kwargs)
+
+        return call
+
+
+class ChargedLayer:
+    """An executor layer (its name and kind) whose call is ``call``."""
+
+    def __init__(self, layer, call: Callable) -> None:
+        self.layer, self.call = layer, call
+
+    def __getattr__(self, name: str):
+        return getattr(self.layer, name)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.call(x)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch) -> FakeClock:
+    """One FakeClock for every clock the benchmark reads: the harness (host.timing) and the
+    per-layer timers of the executor (host.executor) and of torch models (flows.baselines),
+    each of which calls ``time.perf_counter``."""
+    clock = FakeClock()
+    for module in (timing, executor, baselines):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    return clock
+
+
+def test_layer_times_add_up_to_the_whole_run(run_dir, fake_clock):
+    """Per-layer times are measured as whole runs are (warm-up, then the per-layer median and minimum of
+    ``repeats`` runs), so a sequential target's layers add up to its whole run. The clock moves only
+    while a layer runs (layer i of a target costs i ticks a call, times the run's cost), so the figures
+    are exact: the warm-ups left out, medians and minima per layer, stages in order, and the whole run
+    (its input conversion and argmax free here) equal to the layers' sum."""
+    package = load_package(run_dir / "deploy")
+    ex = executor.load(run_dir / "deploy" / "executor")
+    ex.layers = [ChargedLayer(layer, fake_clock.charging(i, layer)) for i, layer in enumerate(ex.layers, 1)]
+    ckpt = load_checkpoint(run_dir / "train" / "checkpoint.pt")
+    model = float_model(ckpt.model())
+    leaves = [m for m in model.modules() if not any(m.children())]
+    for i, m in enumerate(leaves, 1):
+        m.forward = fake_clock.charging(i, m.forward)
+    targets = [timing.executor_target("numpy-executor", ex, "measured here"),
+               baselines.torch_target("cpu-torch-float", model, ckpt.data.image_shape, "cpu", "measured here")]
+    layer_counts = {"numpy-executor": len(ex.layers), "cpu-torch-float": len(leaves)}
+    n = PROFILE.layer_batch
+    for r in run_benchmark(targets, package, PROFILE):
+        assert r["status"] == "ok" and r["layers_combine"] == "sum", r
+        assert r["layers_batch"] == n and r["layers_runs"] == PROFILE.repeats
+        weights = range(1, layer_counts[r["name"]] + 1)
+        assert [l["seconds_per_image"] for l in r["layers"]] == [i * MEDIAN * TICK / n for i in weights]
+        assert [l["min_seconds_per_image"] for l in r["layers"]] == [i * MINIMUM * TICK / n for i in weights]
+        whole = sum(weights) * TICK / n
+        assert r["layers_sum_seconds_per_image"] == r["whole_run_seconds_per_image"] == MEDIAN * whole
+        assert r["layers_sum_min_seconds_per_image"] == r["whole_run_min_seconds_per_image"] == MINIMUM * whole
+        stages = [l["stage"] for l in r["layers"]]
+        assert stages == sorted(stages) and stages[-1] == 4  # TFC: four matrix layers
 
 
 def test_modelled_pipeline_layers_are_not_summed(report):
