@@ -101,10 +101,10 @@ def test_a_cnv_space_file_with_other_input_bits_is_one_line_exit_2(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
-def test_a_cnv_trial_is_estimated_as_convolutions_then_trained(tmp_path):
+def test_a_cnv_trial_is_estimated_as_convolutions_then_trained_with_its_teacher(tmp_path):
     cfg = SearchConfig(arch="cnv", data="cifar10", data_dir=tmp_path, out=tmp_path / "s", trials=1, epochs=1,
                        target_accuracy=0.1, seed=1)
-    space = SearchSpace.from_dict(TINY)
+    space = SearchSpace.from_dict({**TINY, "distill": [True], "teacher_model": "cnv-w1a1", "teacher_epochs": 1})
     study = st.open_study(cfg, space, make_sampler("random", 0))
     with pytest.MonkeyPatch.context() as mp:  # the estimate's build loads the data too
         mp.setattr(qat.data, "load_dataset", lambda *args, **kwargs: DS)
@@ -116,6 +116,7 @@ def test_a_cnv_trial_is_estimated_as_convolutions_then_trained(tmp_path):
     ops = [layer["op_type"].rsplit("_", 1)[0] for layer in est["layers"]]
     assert ops.count("MVAU") == 9 and ops.count("ConvolutionInputGenerator") == 8 and ops.count("Pool") == 2
     assert t.values[0] == est["cycles_per_image"] and est["in_bytes"] == 3 * 32 * 32  # 8-bit pixels on the DMA
+    assert t.user_attrs["spec"]["distill"] and (tmp_path / "s" / "teacher" / "cnv-w1a1-e1-s1.pt").is_file()
 
 
 @pytest.mark.slow
