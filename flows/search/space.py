@@ -144,9 +144,10 @@ class SearchSpace:
         arch = d.get("arch")
         if arch not in ARCHS:
             raise ConfigError(f"{source}: field 'arch' is {arch!r}; searchable: {', '.join(ARCHS)}")
+        if arch not in MLP_ARCHS and d.get("rank") is not None:  # before the per-layer count is checked
+            raise ConfigError(f"{source}: field 'rank' is for the MLPs ({', '.join(MLP_ARCHS)}); {arch} has no "
+                              "low-rank layers: leave the field out")
         fixed_in = ARCHS[arch].in_bits
-        if arch not in MLP_ARCHS:
-            _check_conv_fields(d, arch, source)
         n_hidden = len(default_widths(arch))
         multiple = d.get("width_multiple", 8)
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
@@ -168,6 +169,9 @@ class SearchSpace:
         if fixed_in is not None and space.in_bits != (fixed_in,):
             raise ConfigError(f"{source}: field 'in_bits' has {list(space.in_bits)}; {arch}'s input quantiser is "
                               f"fixed at {fixed_in} bits: give [{fixed_in}] or leave the field out")
+        if arch not in MLP_ARCHS and space.pixels != (1.0,):
+            raise ConfigError(f"{source}: field 'pixels' is for the MLPs; {arch}'s convolutions need the whole "
+                              "image: leave the field out")
         if True in space.distill and space.teacher is None:
             raise ConfigError(f"{source}: field 'distill' includes true but the space names no teacher; give "
                               "'teacher' (a flows checkpoint, TorchScript or ONNX file) or 'teacher_model' (a zoo "
@@ -295,17 +299,6 @@ def space_hash(space: SearchSpace) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _check_conv_fields(d: dict, arch: str, source: str) -> None:
-    """Refuse what a convolutional network cannot take: low rank (no factorised convolution is built) and
-    pixel pruning (a convolution needs the whole image)."""
-    if d.get("rank") is not None:
-        raise ConfigError(f"{source}: field 'rank' is for the MLPs ({', '.join(MLP_ARCHS)}); {arch} has no "
-                          "low-rank layers: leave the field out")
-    if d.get("pixels") not in (None, [1]):  # [1.0] == [1]: every pixel kept, as when left out
-        raise ConfigError(f"{source}: field 'pixels' is for the MLPs; {arch}'s convolutions need the whole image: "
-                          "leave the field out")
 
 
 def _bit(value, field: str, source: str) -> int:
