@@ -66,10 +66,10 @@ def _models() -> OneOf:
 
 
 def _search_models() -> OneOf:
-    from qat.zoo import MLP_ARCHS, is_model_name
+    from qat.zoo import ARCH_NAMES, is_model_name
 
-    return OneOf("architecture", MLP_ARCHS, lambda v: v.split("-")[0] in MLP_ARCHS and is_model_name(v),
-                 "<arch>-w<N>a<M>", known=f"searchable: {', '.join(MLP_ARCHS)}, or a zoo name of one (lfc-w1a1)")
+    return OneOf("architecture", ARCH_NAMES, is_model_name,
+                 "<arch>-w<N>a<M>", known=f"searchable: {', '.join(ARCH_NAMES)}, or a zoo name of one (lfc-w1a1)")
 
 
 def _datasets() -> OneOf:

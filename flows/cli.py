@@ -285,7 +285,8 @@ def search_cmd(
     model: str = typer.Option("tfc", **choices.SEARCH_MODEL.typer_args, help="Architecture to search, or a zoo "
                               "name (its architecture)."),
     board: str = typer.Option("pynq-z2", **choices.BOARD.typer_args, help="Target board: a name, or a board file."),
-    data: str = typer.Option("digits", **choices.DATA.typer_args, help="Dataset (digits is bundled)."),
+    data: Optional[str] = typer.Option(None, **choices.DATA.typer_args, help="Dataset: digits (bundled; the "
+                                       "default), digits32 (bundled digits as 32x32 RGB; the default for cnv)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset files."),
     no_verify_checksums: bool = typer.Option(False, "--no-verify-checksums", help="Accept one's own dataset copy."),
     target_accuracy: float = typer.Option(0.9, help="Accuracy a design must reach (validation split), e.g. 0.98."),
@@ -310,7 +311,9 @@ def search_cmd(
 ):
     """Search per-layer bit widths, pruning and low rank, input pixels and distillation for the cheapest design at
     a target accuracy (Pareto report)."""
-    _run(lambda: _search(model, dict(board=board, data=data, data_dir=data_dir,
+    from flows.config import default_data
+
+    _run(lambda: _search(model, dict(board=board, data=data or default_data(model), data_dir=data_dir,
                                      verify_checksums=not no_verify_checksums, target_accuracy=target_accuracy,
                                      trials=trials, space=space, sampler=sampler, epochs=epochs, seeds=seeds,
                                      stop_margin=stop_margin, dropout=dropout, shift=shift,

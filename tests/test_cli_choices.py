@@ -54,7 +54,7 @@ def test_build_help_lists_the_closed_sets():
 @pytest.mark.parametrize("args, words", [
     (["train", "--data", "imagenet"], ["--data", "unknown dataset 'imagenet'", "mnist"]),
     (["search", "--sampler", "cmaes"], ["--sampler", "unknown sampler 'cmaes'", "nsga2"]),
-    (["search", "--model", "cnv"], ["--model", "unknown architecture 'cnv'", "searchable: tfc, sfc, lfc, lenet"]),
+    (["search", "--model", "vgg"], ["--model", "unknown architecture 'vgg'", "searchable: tfc, sfc, lfc, lenet, cnv"]),
     (["compress", "--prune-schedule", "cubic"], ["unknown prune schedule 'cubic'", "agp"]),
     (["bench", "run", "--targets", "cpu-brevitas,tpu"], ["--targets", "unknown target 'tpu'", "fpga-sim"]),
     (["build", "--no-such-option"], ["No such option: --no-such-option"]),
@@ -71,5 +71,6 @@ def test_model_names_of_other_bit_widths_and_board_files_pass_the_parser():
     assert choices.MODEL("tfc-w3a5") == "tfc-w3a5"
     assert choices.BOARD("my/board.yaml") == "my/board.yaml"
     assert choices.SEARCH_MODEL("lfc-w1a1") == "lfc-w1a1"
+    assert choices.SEARCH_MODEL("cnv") == "cnv" and choices.SEARCH_MODEL("cnv-w2a2") == "cnv-w2a2"
     with pytest.raises(Exception, match="unknown model 'tfc-w9a1'"):
         choices.MODEL("tfc-w9a1")

@@ -60,7 +60,7 @@ def test_pruned_widths_snap_to_the_multiple():
 
 @pytest.mark.parametrize("change, field", [
     ({"prune": [1.0]}, "prune"), ({"weight_bits": []}, "weight_bits"), ({"act_bits": [0]}, "act_bits"),
-    ({"weight_bits": [[2], [2]]}, "weight_bits"), ({"arch": "cnv"}, "arch"), ({"colour": [1]}, "colour"),
+    ({"weight_bits": [[2], [2]]}, "weight_bits"), ({"arch": "vgg"}, "field 'arch'"), ({"colour": [1]}, "colour"),
     ({"width_multiple": 0}, "width_multiple"), ({"rank": [0]}, "rank"), ({"rank": [[8]] * 3}, "rank"),
     ({"pixels": [0.0]}, "pixels"), ({"pixels": [1.5]}, "pixels"), ({"pixels": []}, "pixels"),
     ({"distill": [True]}, "distill"), ({"distill": ["yes"]}, "distill"),
@@ -272,7 +272,7 @@ def test_bad_search_config_names_the_option(options, message):
 @pytest.mark.parametrize("args, message", [
     (["--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot open the study storage 127.0.0.1:9/none"),
     (["--target-accuracy", "nan"], "--target-accuracy must be a finite number"),
-    (["--model", "cnv"], "searchable: tfc, sfc, lfc, lenet")])
+    (["--model", "cnv", "--data", "digits"], "cnv needs images of at least 32x32 pixels")])
 def test_bad_search_input_is_one_line_exit_2(tmp_path, args, message):
     result = flows_cli("search", "--out", tmp_path / "s", *args)
     assert result.returncode == 2, result.stderr

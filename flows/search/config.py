@@ -16,7 +16,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "rf")
 class SearchConfig:
     """What to search, for which board and data, how long, and where the study lives."""
 
-    arch: str = "tfc"  # an MLP of the zoo (tfc, sfc, lfc, lenet); a zoo name (lfc-w1a1) names its arch
+    arch: str = "tfc"  # an architecture of the zoo (tfc, sfc, lfc, lenet, cnv); a zoo name names its arch
     board: str = "pynq-z2"
     data: str = "digits"
     data_dir: Path | None = None

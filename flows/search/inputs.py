@@ -55,12 +55,16 @@ class DesignInputs:
         return int(np.prod(self.ds.image_shape))
 
     def check(self) -> None:
-        """Before any trial: ranks fit their layers, the teacher file takes these images and classes, a
-        teacher model can be built for them (ConfigError naming the field)."""
+        """Before any trial: CNV has images it can convolve (32x32 or more), ranks fit their layers, the
+        teacher file takes these images and classes, a teacher model can be built for them (ConfigError
+        naming the field)."""
+        from qat.cnv import check_image_shape
         from qat.compress.distill import check_teacher
         from qat.models import build_model, parse_model_name
         from qat.train import DatasetInfo
 
+        if self.space.arch == "cnv":
+            check_image_shape(self.ds.image_shape)
         self.space.check_data(self.image_pixels, self.ds.num_classes)
         teacher = self.space.teacher
         if teacher is None or True not in self.space.distill:

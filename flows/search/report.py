@@ -166,6 +166,8 @@ def sensitivity_variants(space) -> list[tuple[str, str, dict]]:
     """(where, change, choices): the reference (every layer at its richest choice), then one row per layer
     and technique where the space offers a choice, that layer alone at its cheapest: fewer weight and
     activation bits, pruning, low rank (the smallest rank), fewer input pixels, distillation on."""
+    from flows.search.space import layer_name
+
     ref = space.richest()
     rows = [("reference", "-", ref)]
 
@@ -179,13 +181,13 @@ def sensitivity_variants(space) -> list[tuple[str, str, dict]]:
 
     for i, c in enumerate(space.weight_bits):
         if len(c) > 1:
-            variant(f"layer {i}", f"weight bits {max(c)} -> {min(c)}", "w", min(c), i)
+            variant(layer_name(space.arch, i, "w"), f"weight bits {max(c)} -> {min(c)}", "w", min(c), i)
     for i, c in enumerate(space.act_bits):
         if len(c) > 1:
-            variant(f"act {i}", f"activation bits {max(c)} -> {min(c)}", "a", min(c), i)
+            variant(layer_name(space.arch, i, "a"), f"activation bits {max(c)} -> {min(c)}", "a", min(c), i)
     for i, c in enumerate(space.prune):
         if len(c) > 1:
-            variant(f"hidden {i}", f"pruned {max(c):.0%}", "p", max(c), i)
+            variant(layer_name(space.arch, i, "p"), f"pruned {max(c):.0%}", "p", max(c), i)
     for i, c in enumerate(space.rank or ()):
         ranks = [r for r in c if r is not None]
         if ranks and len(c) > 1:
@@ -341,10 +343,19 @@ def _design(spec: dict) -> str:
     """A design's per-layer settings in one cell (flows.search.space.Design.to_dict)."""
     widths, ranks = spec.get("widths"), spec.get("ranks")
     return (f"w{spec['weight_bits']} a{spec['act_bits']} in{spec['in_bits']}"
-            + (f" widths {widths}" if widths else "")
+            + (f" {_widths(spec['arch'], widths)}" if widths else "")
             + (f" ranks {['-' if r is None else r for r in ranks]}" if ranks and any(r is not None for r in ranks) else "")
             + (f" pixels {spec['kept_pixels']}" if spec.get("kept_pixels") else "")
             + (" distilled" if spec.get("distill") else ""))
+
+
+def _widths(arch: str, widths: list) -> str:
+    """A pruned design's widths; CNV's as its convolutions' channels, then its hidden linears' widths."""
+    if arch != "cnv":
+        return f"widths {widths}"
+    from qat.cnv import CNV_OUT_CH_POOL
+
+    return f"channels {widths[:len(CNV_OUT_CH_POOL)]} fc {widths[len(CNV_OUT_CH_POOL):]}"
 
 
 def _front_row(r: dict, kind: str) -> list:

@@ -31,6 +31,12 @@ the value. YAML/JSON, e.g.::
 In a file, an absent ``rank``/``pixels``/``distill`` leaves that technique off (so a
 space written before they existed means what it meant); ``SearchSpace.default`` (no
 ``--space``) searches every technique.
+
+CNV (qat.cnv) is searched with the same fields, one entry per layer in its order: 9 weight layers
+(6 convolutions, 2 hidden linears, the output linear), 8 activations and 8 pruning ratios (the
+convolutions' output channels, then the hidden linears' neurons). Its input quantiser is fixed
+at 8 bits (Brevitas' CNV), so ``in_bits`` is ``[8]`` or left out; ``rank`` (qat.models builds no
+factorised CNV layer) and ``pixels`` (convolutions need the whole image) are refused.
 """
 from __future__ import annotations
 
@@ -41,12 +47,15 @@ from pathlib import Path
 
 from flows.errors import ConfigError
 from qat.models import ARCHS, MAX_BITS, ModelSpec, default_widths, validate
+from qat.zoo import MLP_ARCHS
 
 DEFAULT_WEIGHT_BITS = (1, 2, 4, 8)
 DEFAULT_ACT_BITS = (1, 2, 4)
 DEFAULT_IN_BITS = (1, 2, 4, 8)
 DEFAULT_PRUNE = (0.0, 0.25, 0.5, 0.75)
 DEFAULT_PIXELS = (1.0, 0.75, 0.5)
+# CNV trains for hours per trial on a CPU: fewer choices per layer, input fixed (qat.cnv.IN_BITS)
+CNV_DEFAULT = {"weight_bits": [1, 2, 4], "act_bits": [1, 2], "prune": [0.0, 0.25, 0.5]}
 TEACHER_FIELDS = ("teacher", "teacher_model", "teacher_epochs", "temperature", "alpha")
 FIELDS = ("arch", "weight_bits", "act_bits", "in_bits", "prune", "width_multiple", "rank", "pixels", "distill",
           *TEACHER_FIELDS)
@@ -97,7 +106,7 @@ class Design:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Choices per layer for one MLP architecture (CNV is not searched: see README)."""
+    """Choices per layer for one architecture of the zoo (MLPs and CNV: see the module docstring)."""
 
     arch: str
     weight_bits: tuple[tuple[int, ...], ...]  # one tuple of choices per weight layer
@@ -113,7 +122,11 @@ class SearchSpace:
     @classmethod
     def default(cls, arch: str) -> "SearchSpace":
         """Every technique: bits, pruning, low rank (hidden layers at 1/8 and 1/4 of their width; the output
-        layer whole), pixels, distillation from the architecture's 8-bit zoo model trained once."""
+        layer whole), pixels, distillation from the architecture's 8-bit zoo model trained once. CNV: fewer
+        bits and pruning choices (CNV_DEFAULT), the 8-bit input, distillation; no low rank, no pixels."""
+        if arch == "cnv":
+            return cls.from_dict({"arch": arch, **CNV_DEFAULT, "distill": [False, True],
+                                  "teacher_model": f"{arch}-w8a8"})
         return cls.from_dict({"arch": arch, "weight_bits": list(DEFAULT_WEIGHT_BITS),
                               "act_bits": list(DEFAULT_ACT_BITS), "in_bits": list(DEFAULT_IN_BITS),
                               "prune": list(DEFAULT_PRUNE), "rank": default_ranks(arch),
@@ -129,9 +142,12 @@ class SearchSpace:
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; fields are {', '.join(FIELDS)}")
         arch = d.get("arch")
-        if arch not in ARCHS or arch == "cnv":
-            raise ConfigError(f"{source}: field 'arch' is {arch!r}; searchable: "
-                              f"{', '.join(a for a in ARCHS if a != 'cnv')}")
+        if arch not in ARCHS:
+            raise ConfigError(f"{source}: field 'arch' is {arch!r}; searchable: {', '.join(ARCHS)}")
+        if arch not in MLP_ARCHS and d.get("rank") is not None:  # before the per-layer count is checked
+            raise ConfigError(f"{source}: field 'rank' is for the MLPs ({', '.join(MLP_ARCHS)}); {arch} has no "
+                              "low-rank layers: leave the field out")
+        fixed_in = ARCHS[arch].in_bits
         n_hidden = len(default_widths(arch))
         multiple = d.get("width_multiple", 8)
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
@@ -139,7 +155,8 @@ class SearchSpace:
         space = cls(arch,
                     _per_layer(d.get("weight_bits", list(DEFAULT_WEIGHT_BITS)), n_hidden + 1, "weight_bits", source, _bit),
                     _per_layer(d.get("act_bits", list(DEFAULT_ACT_BITS)), n_hidden, "act_bits", source, _bit),
-                    _choices(d.get("in_bits", list(DEFAULT_IN_BITS)), "in_bits", source, _bit),
+                    _choices(d.get("in_bits", [fixed_in] if fixed_in else list(DEFAULT_IN_BITS)), "in_bits", source,
+                             _bit),
                     _per_layer(d.get("prune", list(DEFAULT_PRUNE)), n_hidden, "prune", source, _ratio),
                     multiple,
                     None if d.get("rank") is None else _per_layer(d["rank"], n_hidden + 1, "rank", source, _rank),
@@ -149,6 +166,12 @@ class SearchSpace:
         for i, w in enumerate(default_widths(arch)):
             if space.width(w, max(space.prune[i])) < 1:
                 raise ConfigError(f"{source}: field 'prune' removes every neuron of hidden layer {i} ({w} wide)")
+        if fixed_in is not None and space.in_bits != (fixed_in,):
+            raise ConfigError(f"{source}: field 'in_bits' has {list(space.in_bits)}; {arch}'s input quantiser is "
+                              f"fixed at {fixed_in} bits: give [{fixed_in}] or leave the field out")
+        if arch not in MLP_ARCHS and space.pixels != (1.0,):
+            raise ConfigError(f"{source}: field 'pixels' is for the MLPs; {arch}'s convolutions need the whole "
+                              "image: leave the field out")
         if True in space.distill and space.teacher is None:
             raise ConfigError(f"{source}: field 'distill' includes true but the space names no teacher; give "
                               "'teacher' (a flows checkpoint, TorchScript or ONNX file) or 'teacher_model' (a zoo "
@@ -252,6 +275,18 @@ def default_ranks(arch: str, multiple: int = 8) -> list[list[int | None]]:
 
     hidden = [sorted({snap(w // 8), snap(w // 4)}) for w in default_widths(arch)]
     return [[None, *r] for r in hidden] + [[None]]
+
+
+def layer_name(arch: str, i: int, kind: str) -> str:
+    """How the report names layer ``i`` of ``kind`` (w: weight layer, a: its activation, p: its pruned width):
+    MLPs ``layer i``, ``act i``, ``hidden i``; CNV by the layer itself, ``conv 0``..``conv 5``, ``fc 0``..``fc 2``
+    (activation i and pruning ratio i belong to weight layer i)."""
+    if arch == "cnv":
+        from qat.cnv import CNV_OUT_CH_POOL
+
+        convs = len(CNV_OUT_CH_POOL)
+        return f"conv {i}" if i < convs else f"fc {i - convs}"
+    return {"w": "layer", "a": "act", "p": "hidden"}[kind] + f" {i}"
 
 
 def load_space(path: str | Path) -> SearchSpace:
