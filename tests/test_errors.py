@@ -264,11 +264,12 @@ def test_interrupted_step_is_removed_and_the_message_says_where_to_resume(tmp_pa
 
 def test_ctrl_c_during_a_build_prints_one_line_and_exits_130(tmp_path):
     run = tmp_path / "run"
+    # Ctrl-C as a terminal delivers it: a test run started in the background of a non-interactive
+    # shell (nohup ... &) inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "build", "--out", str(run), "--epochs", "1000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # the first epoch line (the training loop's own output) says the loop is running: a signal sent
-    # earlier can land in a library's import, which may swallow it (seen once under load)
-    seen = []
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = []  # until the first epoch line: the training loop is running
     for line in proc.stderr:
         seen.append(line)
         if line.startswith("epoch "):
