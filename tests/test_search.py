@@ -340,3 +340,15 @@ def test_augmentation_is_part_of_what_a_study_searches_and_of_every_cached_train
     assert "shift" not in plain.identity()  # a study made before --shift existed keeps its identity
     assert shifted.identity() == {**plain.identity(), "shift": 1}
     assert plain.training_key() != shifted.training_key() and st.train_config(shifted, 0).shift == 1
+
+
+def test_the_report_states_each_designs_equal_accuracy_comparison():
+    from pathlib import Path
+
+    report = json.loads((Path(__file__).parents[1] / "docs/search/lenet_mnist_layeraware/report.json").read_text())
+    uniform = [_row("lenet-w2a2", 0.970, 50, 4000), _row("lenet-w4a4", 0.981, 300, 3000)]
+    front = [_row("a", 0.980, 100, 3000), _row("b", 0.99, 600, 1000)]
+    report["gain"] = rep.gain_over_uniform(front, uniform)
+    text = rep.markdown(report)
+    assert "| w[1] a[1] in1 | 98.00 | 100 | 3,000 | lenet-w4a4 | 3.00x (lenet-w4a4) | 1.00x (lenet-w4a4) |" in text
+    assert "| w[1] a[1] in1 | 99.00 | 600 | 1,000 | none: +0.90 points over lenet-w4a4 | - | - |" in text
