@@ -352,3 +352,21 @@ def test_the_report_states_each_designs_equal_accuracy_comparison():
     text = rep.markdown(report)
     assert "| w[1] a[1] in1 | 98.00 | 100 | 3,000 | lenet-w4a4 | 3.00x (lenet-w4a4) | 1.00x (lenet-w4a4) |" in text
     assert "| w[1] a[1] in1 | 99.00 | 600 | 1,000 | none: +0.90 points over lenet-w4a4 | - | - |" in text
+
+
+def test_weight_storage_counts_each_weight_at_its_bits():
+    import torch
+
+    from qat.models import build_model, parse_model_name
+    from qat.train import Checkpoint, DatasetInfo, TrainConfig
+
+    ds = load_dataset("digits")
+    spec = parse_model_name("tfc-w2a2")
+    model = build_model(spec, ds.image_shape, ds.num_classes, ds.pixel_max)
+    ckpt = Checkpoint(spec, DatasetInfo.of(ds), TrainConfig(epochs=1), model.state_dict(), {})
+    size = rep.weight_storage(ckpt)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert size["params"] > weights  # batch-norm and scales beside the weights
+    side = size["params"] - weights
+    assert size["dense_bytes"] == -(-(2 * weights + 32 * side) // 8)
+    assert size["float32_bytes"] == 4 * size["params"]

@@ -103,10 +103,22 @@ def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inp
                             lambda: estimate_checkpoint(_load(first), work / "trained", cfg))
     cpu = cache.get_or_make({"cpu": design_key(design, inputs), **cfg.training_key()},
                             lambda: cpu_latency(_load(first), ds))
+    size = cache.get_or_make({"storage": design_key(design, inputs), **cfg.training_key()},
+                             lambda: weight_storage(_load(first)))
     return {"spec": design.to_dict(), "name": spec.name, "seeds": seeds_of(cfg),
             "test_accuracy": {"mean": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
                               "each": accs, "kind": "measured"},
-            "estimate": est, "cpu": cpu}
+            "estimate": est, "cpu": cpu, "storage": size}
+
+
+def weight_storage(ckpt) -> dict:
+    """Bytes of the model's parameters stored densely at their quantised widths (what the FPGA's weight
+    memories and a packed CPU deployment hold) and as float32 (qat.compress.storage, computed exactly)."""
+    from qat.compress.storage import storage_report
+
+    total = storage_report(ckpt)["total"]
+    return {"dense_bytes": total["bytes"]["dense_quant"], "float32_bytes": total["bytes"]["dense_float32"],
+            "params": total["params"], "label": "computed"}
 
 
 def seeds_of(cfg: SearchConfig) -> list[int]:
@@ -364,7 +376,8 @@ def _front_row(r: dict, kind: str) -> list:
     return [r["name"] if kind == "uniform" else _design(r["spec"]), kind,
             f"{100 * a['mean']:.2f} ({100 * a['min']:.2f}-{100 * a['max']:.2f})", f"{e['cycles_per_image']:.1f}",
             f"{e['fps']:,.0f}", f"{e['latency_us']:.2f}", f"{e['total']['LUT']:,.0f}", f"{e['total']['BRAM_18K']:.0f}",
-            "yes" if e["fits"] else "no", e["binding"], f"{r['cpu']['batch1_p50_us']:.0f}"]
+            "yes" if e["fits"] else "no", e["binding"], f"{r['cpu']['batch1_p50_us']:.0f}",
+            f"{r['storage']['dense_bytes'] / 1024:,.1f}" if "storage" in r else "-"]
 
 
 def markdown(report: dict) -> str:
@@ -373,7 +386,8 @@ def markdown(report: dict) -> str:
               "", f"{report['trials']['finished']} finished trials ({report['trials']['total']} in the study), "
               f"search wall time {report['wall_s']:.0f} s; sampler {cfg['sampler']}; {cfg['epochs']} epochs per trial; "
               f"accuracy: test split, mean of {cfg['seeds']} seeds (measured); cycles, images/s, LUT, BRAM: estimated "
-              f"(FINN + DMA bound); CPU: {report.get('cpu_label', 'measured here')}.", ""]
+              f"(FINN + DMA bound); CPU: {report.get('cpu_label', 'measured here')}; weights: the parameters stored "
+              "densely at their quantised widths (computed).", ""]
     teacher, space = report.get("teacher"), report.get("space", {})
     if teacher:
         lines += [f"Distillation teacher: {teacher['model']}, {teacher['epochs']} epochs, trained once on the search's "
@@ -383,7 +397,7 @@ def markdown(report: dict) -> str:
         lines += [f"Distillation teacher: {space['teacher']} (a file).", ""]
     lines += ["## Pareto front (retrained) and uniform zoo models", ""]
     lines += markdown_table(["design", "kind", "test acc % (min-max)", "cycles/image", "images/s", "latency us", "LUT",
-                             "BRAM18", "fits", "binding", "CPU b1 p50 us"],
+                             "BRAM18", "fits", "binding", "CPU b1 p50 us", "weights KiB"],
                             [_front_row(r, kind) for kind, rows in (("searched", report["front"]),
                                                                    ("uniform", report["uniform"])) for r in rows])
     g = report["gain"]
