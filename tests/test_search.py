@@ -370,3 +370,7 @@ def test_weight_storage_counts_each_weight_at_its_bits():
     side = size["params"] - weights
     assert size["dense_bytes"] == -(-(2 * weights + 32 * side) // 8)
     assert size["float32_bytes"] == 4 * size["params"]
+    from qat.compress.storage import storage_report  # the dense-only total is the full report's dense totals
+    full = storage_report(ckpt)["total"]
+    assert (size["dense_bytes"], size["float32_bytes"], size["params"]) == (
+        full["bytes"]["dense_quant"], full["bytes"]["dense_float32"], full["params"])

@@ -45,17 +45,11 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
 
     from flows.search import report as rep
     from flows.search import study as st
-    from flows.search.inputs import DesignInputs
-    from qat.data import load_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(cfg.threads)
-    space = load_space(cfg.space) if cfg.space else SearchSpace.default(cfg.arch)
-    if space.arch != cfg.arch:
-        raise _config_error(f"the search space is for {space.arch}, the search for {cfg.arch}; make them agree")
+    space, ds, inputs = prepare(cfg)
     out = Path(cfg.out)
-    ds = load_dataset(cfg.data, cfg.data_dir, verify=cfg.verify_checksums)
-    inputs = DesignInputs(space, st.validation_split(ds, cfg.val_fraction, cfg.seed), cfg)
     inputs.check()  # ranks, teacher: refused before anything is written
     _make_out(out)
     study = st.open_study(cfg, space, make_sampler(cfg.sampler, st.worker_seed(cfg)))
@@ -93,6 +87,20 @@ def search(cfg: SearchConfig, progress=None) -> dict | None:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(rep.markdown(report))
     return report
+
+
+def prepare(cfg: SearchConfig):
+    """What every process of a search works from: the space (the file's, or the architecture's default),
+    the dataset, and the design inputs on the search's training/validation split."""
+    from flows.search import study as st
+    from flows.search.inputs import DesignInputs
+    from qat.data import load_dataset
+
+    space = load_space(cfg.space) if cfg.space else SearchSpace.default(cfg.arch)
+    if space.arch != cfg.arch:
+        raise _config_error(f"the search space is for {space.arch}, the search for {cfg.arch}; make them agree")
+    ds = load_dataset(cfg.data, cfg.data_dir, verify=cfg.verify_checksums)
+    return space, ds, DesignInputs(space, st.validation_split(ds, cfg.val_fraction, cfg.seed), cfg)
 
 
 def _train_ahead(cfg: SearchConfig, space: SearchSpace, inputs, retrained: list[tuple], progress) -> None:

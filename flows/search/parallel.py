@@ -41,16 +41,11 @@ def train_ahead(cfg: SearchConfig, tasks: list[Task], progress=None) -> None:
 def _start(cfg: SearchConfig) -> None:
     import torch
 
-    from flows.search import study as st
-    from flows.search.inputs import DesignInputs
+    from flows.search import prepare
     from flows.search.report import Cache
-    from flows.search.space import SearchSpace, load_space
-    from qat.data import load_dataset
 
     torch.set_num_threads(cfg.threads)
-    ds = load_dataset(cfg.data, cfg.data_dir, verify=cfg.verify_checksums)
-    space = load_space(cfg.space) if cfg.space else SearchSpace.default(cfg.arch)
-    inputs = DesignInputs(space, st.validation_split(ds, cfg.val_fraction, cfg.seed), cfg)
+    _, ds, inputs = prepare(cfg)
     _STATE.update(cfg=cfg, ds=ds, inputs=inputs, cache=Cache(Path(cfg.out) / "cache"))
 
 

@@ -8,6 +8,7 @@ under <out>/cache/, so an interrupted report resumes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -97,14 +98,14 @@ def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inp
     runs = [trained_run(design, seed, ds, cfg, cache, work, inputs) for seed in seeds_of(cfg)]
     spec, ds = design.spec, inputs.dataset(design, ds)
     accs = [r["test_accuracy"] for r in runs]
-    first = runs[0]["checkpoint"]
+    first = functools.cache(lambda: _load(runs[0]["checkpoint"]))  # read once, only if something is not cached
     est = cache.get_or_make({"estimate": design_key(design, inputs), "board": cfg.board, "seed": cfg.seed,
                              **cfg.training_key(), **estimate_key(design)},
-                            lambda: estimate_checkpoint(_load(first), work / "trained", cfg))
+                            lambda: estimate_checkpoint(first(), work / "trained", cfg))
     cpu = cache.get_or_make({"cpu": design_key(design, inputs), **cfg.training_key()},
-                            lambda: cpu_latency(_load(first), ds))
+                            lambda: cpu_latency(first(), ds))
     size = cache.get_or_make({"storage": design_key(design, inputs), **cfg.training_key()},
-                             lambda: weight_storage(_load(first)))
+                             lambda: weight_storage(first()))
     return {"spec": design.to_dict(), "name": spec.name, "seeds": seeds_of(cfg),
             "test_accuracy": {"mean": float(np.mean(accs)), "min": float(min(accs)), "max": float(max(accs)),
                               "each": accs, "kind": "measured"},
@@ -114,9 +115,9 @@ def evaluate_design(design, ds, cfg: SearchConfig, cache: Cache, work: Path, inp
 def weight_storage(ckpt) -> dict:
     """Bytes of the model's parameters stored densely at their quantised widths (what the FPGA's weight
     memories and a packed CPU deployment hold) and as float32 (qat.compress.storage, computed exactly)."""
-    from qat.compress.storage import storage_report
+    from qat.compress.storage import dense_storage
 
-    total = storage_report(ckpt)["total"]
+    total = dense_storage(ckpt)
     return {"dense_bytes": total["bytes"]["dense_quant"], "float32_bytes": total["bytes"]["dense_float32"],
             "params": total["params"], "label": "computed"}
 
@@ -263,8 +264,7 @@ def gain_over_uniform(front: list[dict], uniform: list[dict]) -> dict:
         best_fit = max(fitting, key=lambda r: r["test_accuracy"]["mean"])
         out["best_fitting_uniform"] = best_fit["name"]
     if match:
-        fast = min(match, key=lambda r: r["estimate"]["cycles_per_image"])
-        small = min(match, key=lambda r: r["estimate"]["total"]["LUT"])
+        fast, small = _cheapest(match)
         out.update(latency_ratio=best["estimate"]["cycles_per_image"] / fast["estimate"]["cycles_per_image"],
                    lut_ratio=best["estimate"]["total"]["LUT"] / small["estimate"]["total"]["LUT"],
                    fastest=fast["spec"], smallest=small["spec"])
@@ -286,8 +286,7 @@ def iso_accuracy(front: list[dict], uniform: list[dict]) -> list[dict]:
         row = {"spec": r["spec"], "test_accuracy": acc, "cycles_per_image": r["estimate"]["cycles_per_image"],
                "LUT": r["estimate"]["total"]["LUT"], "uniform_peers": [u["name"] for u in peers]}
         if peers:
-            fast = min(peers, key=lambda u: u["estimate"]["cycles_per_image"])
-            small = min(peers, key=lambda u: u["estimate"]["total"]["LUT"])
+            fast, small = _cheapest(peers)
             row.update(fastest_uniform=fast["name"], small_uniform=small["name"],
                        latency_ratio=fast["estimate"]["cycles_per_image"] / row["cycles_per_image"],
                        lut_ratio=small["estimate"]["total"]["LUT"] / row["LUT"])
@@ -296,6 +295,12 @@ def iso_accuracy(front: list[dict], uniform: list[dict]) -> list[dict]:
             row.update(above_uniform=best["name"], above_points=100 * (acc - best["test_accuracy"]["mean"]))
         rows.append(row)
     return rows
+
+
+def _cheapest(rows: list[dict]) -> tuple[dict, dict]:
+    """The row with the fewest estimated cycles per image and the one with the fewest LUTs."""
+    return (min(rows, key=lambda r: r["estimate"]["cycles_per_image"]),
+            min(rows, key=lambda r: r["estimate"]["total"]["LUT"]))
 
 
 # BNN-PYNQ's LFC-W1A1 on a PYNQ-Z1 (Xilinx/BNN-PYNQ, measured): the published point a search compares with

@@ -102,6 +102,11 @@ def _shared_bits(values: np.ndarray, runs: np.ndarray, run_bits: int, bits: int,
     return len(values) * (_bits_for(codes) + run_bits) + codebook * bits
 
 
+def dense_bits(w: IntWeights) -> dict:
+    """Exact bits of one layer stored densely: as float32, and at its quantised width."""
+    return {"dense_float32": 32 * w.ints.size, "dense_quant": w.bits * w.ints.size}
+
+
 def layer_bits(w: IntWeights) -> dict:
     """Exact bits of one layer under every encoding, and the layout choices made."""
     mat = w.ints.reshape(w.ints.shape[0], -1)
@@ -109,7 +114,7 @@ def layer_bits(w: IntWeights) -> dict:
     n, flat = mat.size, mat.reshape(-1)
     nnz = int(np.count_nonzero(flat))
     distinct = len(np.unique(flat[flat != 0]))
-    out = {"dense_float32": 32 * n, "dense_quant": w.bits * n,
+    out = {**dense_bits(w),
            "csr": nnz * (w.bits + _bits_for(cols)) + (rows + 1) * _bits_for(nnz + 1),
            "bitmask": n + nnz * w.bits}
     layouts = {p: relative_entries(flat, p) for p in range(1, MAX_RUN_BITS + 1)}
@@ -157,6 +162,19 @@ def storage_report(ckpt: "Checkpoint") -> dict:
             "total": {"params": params + side, "weights": params,
                       "nonzeros": sum(l["nonzeros"] for l in layers), "bytes": total_bytes,
                       "ratio_vs_float32": {e: round(total_bytes["dense_float32"] / b, 2) for e, b in total_bytes.items()}}}
+
+
+def dense_storage(ckpt: "Checkpoint") -> dict:
+    """Parameters and bytes of ``ckpt`` under the two dense encodings only (storage_report's
+    ``dense_float32`` and ``dense_quant`` totals, without searching the sparse layouts)."""
+    model = ckpt.model()
+    side = side_params(model)
+    totals, params = {"dense_float32": 32 * side, "dense_quant": 32 * side}, side
+    for w in model_int_weights(model):
+        params += int(w.ints.size)
+        for e, b in dense_bits(w).items():
+            totals[e] += b
+    return {"params": params, "bytes": {e: _bytes(b) for e, b in totals.items()}}
 
 
 def _bytes(bits: int) -> int:
